@@ -1,0 +1,3 @@
+from lmsat.cli import main
+
+main()

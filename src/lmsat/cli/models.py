@@ -1,0 +1,102 @@
+"""`lmsat anisotropy` and `lmsat head`."""
+
+from __future__ import annotations
+
+from lmsat.cli.app import app
+from lmsat.cli.options import (
+    BatchSize,
+    Data,
+    DataConfig,
+    Device,
+    Dtype,
+    Force,
+    GgufFile,
+    Models,
+    Output,
+    Revision,
+    Seed,
+    SeqLen,
+    Split,
+    Streaming,
+    TextField,
+    Tokens,
+    TrustRemoteCode,
+    corpus_spec,
+    model_specs,
+)
+from lmsat.cli.show import print_table, say
+
+
+@app.command(rich_help_panel="Measure a model")
+def anisotropy(
+    models: Models,
+    data: Data,
+    output: Output = "lmsat-runs",
+    revision: Revision = None,
+    gguf_file: GgufFile = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    tokens: Tokens = 8192,
+    seq_len: SeqLen = 256,
+    seed: Seed = 0,
+    batch_size: BatchSize = 8,
+    text_field: TextField = "text",
+    data_config: DataConfig = None,
+    split: Split = "train",
+    streaming: Streaming = True,
+    trust_remote_code: TrustRemoteCode = False,
+    force: Force = False,
+) -> None:
+    """Layer-wise anisotropy (mean cosine similarity of hidden states) on a token sample (study Fig. 2).
+
+    Writes OUTPUT/anisotropy/<model>.json (one record per model), OUTPUT/anisotropy.csv
+    (model, layer, depth in [0,1], anisotropy, mean norm) and OUTPUT/figures/anisotropy.png.
+    Encoders (e.g. BERT) work too; their layers are measured the same way.
+    """
+    from lmsat.experiments.anisotropy import anisotropy_table, run_anisotropy
+    from lmsat.figures.models import plot_anisotropy_by_depth
+    from lmsat.store import Store, atomic_write_csv
+
+    specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
+    corpus = corpus_spec(data, text_field, data_config, split, streaming)
+    run_anisotropy(specs, corpus, output, n_tokens=tokens, seq_len=seq_len, seed=seed, batch_size=batch_size, force=force)
+    records = Store(output).records("anisotropy")
+    table = anisotropy_table(records)
+    atomic_write_csv(output / "anisotropy.csv", table)
+    fig = plot_anisotropy_by_depth(records, output / "figures" / "anisotropy.png")
+    print_table(table, title="Anisotropy by layer", floats=4)
+    say(f"results: {output / 'anisotropy'}  table: {output / 'anisotropy.csv'}  figure: {fig}")
+
+
+@app.command(rich_help_panel="Measure a model")
+def head(
+    models: Models,
+    output: Output = "lmsat-runs",
+    revision: Revision = None,
+    gguf_file: GgufFile = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    trust_remote_code: TrustRemoteCode = False,
+    force: Force = False,
+) -> None:
+    """Singular spectrum of the LM head W (V x d): singular entropy, effective rank, W-error (study Fig. 4-5).
+
+    Prints singular entropy KL(p || uniform) for p = s^2/sum s^2 (default) and p = s/sum s,
+    effective rank exp(H(p)), and W-error at d/8, d/4, d/2. Saves all singular values
+    (OUTPUT/head/<model>.npz), OUTPUT/head.csv and figures head_spectrum.png, head_w_error.png.
+    """
+    from lmsat.experiments.head import head_table, run_head
+    from lmsat.figures.models import plot_head_spectrum, plot_head_w_error
+    from lmsat.store import Store, atomic_write_csv
+
+    specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
+    run_head(specs, output, force=force)
+    records = Store(output).records("head")
+    table = head_table(records)
+    atomic_write_csv(output / "head.csv", table)
+    f1 = plot_head_spectrum(records, output / "figures" / "head_spectrum.png")
+    f2 = plot_head_w_error(records, output / "figures" / "head_w_error.png")
+    cols = ["model", "revision", "hidden_size", "singular_entropy", "singular_entropy_linear", "max_singular_entropy",
+            "effective_rank", "effective_rank_linear", "w_error_d8", "w_error_d4", "w_error_d2", "tied"]
+    print_table(table[cols], title="LM head spectrum", floats=4)
+    say(f"results: {output / 'head'}  table: {output / 'head.csv'}  figures: {f1}, {f2}")

@@ -1,0 +1,33 @@
+"""Terminal output: tables and one-line messages (rich)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def say(message: str) -> None:
+    out.print(message, highlight=False, soft_wrap=True)
+
+
+def _fmt(value: Any, floats: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{floats}f}"
+    return str(value)
+
+
+def print_table(frame: Any, title: str | None = None, floats: int = 4) -> None:
+    """Print a pandas DataFrame as a rich table."""
+    table = Table(title=title, show_lines=False)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_fmt(v, floats) for v in row))
+    out.print(table)

@@ -1,0 +1,1 @@
+"""Loading: models, tokenizers, corpora and the deterministic token sample."""

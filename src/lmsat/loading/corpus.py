@@ -1,0 +1,168 @@
+"""Corpora: text files, folders, globs, JSONL, Parquet, or a Hugging Face dataset.
+
+A :class:`CorpusSpec` names the source; :func:`iter_documents` streams its
+documents as strings in a deterministic order (sorted file names, file order),
+so the same spec always yields the same text.
+
+Sources, by ``--data``:
+
+* ``path/to/file.txt`` (or ``.md``): the file's text, one document per
+  paragraph block of about 1 MB at most (split at newlines).
+* ``path/to/folder``: every ``.txt .md .jsonl .json .parquet`` file below it.
+* ``"data/*.jsonl"``: a glob (quote it in the shell).
+* ``file.jsonl`` / ``file.json``: one JSON object per line; ``--text-field``.
+* ``file.parquet``: column ``--text-field``.
+* ``hf:NAME``: a Hugging Face dataset, with ``--data-config``, ``--split`` and
+  ``--streaming`` (streaming avoids downloading the whole set).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lmsat.errors import UserError
+
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+PARQUET_SUFFIXES = {".parquet"}
+ALL_SUFFIXES = TEXT_SUFFIXES | JSONL_SUFFIXES | PARQUET_SUFFIXES
+HF_PREFIX = "hf:"
+_CHUNK_CHARS = 1 << 20
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where the text comes from (see module docstring)."""
+
+    source: str
+    text_field: str = "text"
+    config: str | None = None
+    split: str = "train"
+    streaming: bool = True
+
+    def describe(self) -> dict[str, object]:
+        return asdict(self)
+
+    @property
+    def is_hub_dataset(self) -> bool:
+        return self.source.startswith(HF_PREFIX)
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The sorted corpus files a local source names; a clear error if there are none."""
+    has_glob = any(ch in source for ch in "*?[")
+    if has_glob:
+        files = [Path(p) for p in sorted(_glob.glob(source, recursive=True))]
+        files = [p for p in files if p.is_file() and p.suffix.lower() in ALL_SUFFIXES]
+        if not files:
+            raise UserError(f"no corpus files match '{source}'; check the pattern (supported: {', '.join(sorted(ALL_SUFFIXES))}).")
+        return files
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"corpus '{source}' does not exist; give a text/JSONL/Parquet file, a folder, a glob, or hf:NAME for a Hugging Face dataset."
+        )
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in ALL_SUFFIXES)
+    if not files:
+        raise UserError(f"folder '{source}' holds no corpus files ({', '.join(sorted(ALL_SUFFIXES))}).")
+    return files
+
+
+def _iter_text_file(path: Path) -> Iterator[str]:
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UserError(f"cannot read corpus file '{path}': {exc.strerror}.") from exc
+    with fh:
+        buf: list[str] = []
+        size = 0
+        for line in fh:
+            buf.append(line)
+            size += len(line)
+            if size >= _CHUNK_CHARS:
+                yield "".join(buf)
+                buf, size = [], 0
+        if buf:
+            yield "".join(buf)
+
+
+def _iter_jsonl_file(path: Path, text_field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno} is not valid JSON ({exc.msg}); JSONL corpora need one JSON object per line.") from exc
+            if not isinstance(obj, dict) or text_field not in obj:
+                keys = ", ".join(obj) if isinstance(obj, dict) else type(obj).__name__
+                raise UserError(f"{path}:{lineno} has no field '{text_field}' (found: {keys}); pass --text-field.")
+            text = obj[text_field]
+            if isinstance(text, str) and text:
+                yield text
+
+
+def _iter_parquet_file(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise UserError(f"cannot read Parquet file '{path}': {exc}.") from exc
+    if text_field not in pf.schema_arrow.names:
+        raise UserError(f"Parquet file '{path}' has no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field.")
+    for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
+        for text in batch.column(0).to_pylist():
+            if isinstance(text, str) and text:
+                yield text
+
+
+def _iter_hub_dataset(spec: CorpusSpec) -> Iterator[str]:
+    import datasets
+
+    name = spec.source[len(HF_PREFIX):]
+    try:
+        ds = datasets.load_dataset(name, spec.config, split=spec.split, streaming=spec.streaming)
+    except Exception as exc:  # datasets raises many types (network, missing config, ...)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot load Hugging Face dataset '{name}' (config={spec.config}, split={spec.split}): {reason[:300]}. "
+            "Check the name, --data-config and --split, and that the hub is reachable."
+        ) from exc
+    for row in ds:
+        if spec.text_field not in row:
+            raise UserError(f"dataset '{name}' has no field '{spec.text_field}' (fields: {', '.join(row)}); pass --text-field.")
+        text = row[spec.text_field]
+        if isinstance(text, str) and text:
+            yield text
+
+
+def iter_documents(spec: CorpusSpec) -> Iterator[str]:
+    """Stream the corpus's documents as non-empty strings, in a deterministic order."""
+    if spec.is_hub_dataset:
+        yield from _iter_hub_dataset(spec)
+        return
+    for path in resolve_files(spec.source):
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES:
+            yield from _iter_jsonl_file(path, spec.text_field)
+        elif suffix in PARQUET_SUFFIXES:
+            yield from _iter_parquet_file(path, spec.text_field)
+        else:
+            yield from _iter_text_file(path)
+
+
+def check_corpus(spec: CorpusSpec) -> None:
+    """Fail early, with a clear message, if the corpus is missing or holds no text."""
+    for doc in iter_documents(spec):
+        if doc.strip():
+            return
+    raise UserError(f"corpus '{spec.source}' contains no text; point --data at files with content.")

@@ -1,0 +1,216 @@
+"""Models: a Hugging Face id or local folder, a revision, GGUF files, dtype and device.
+
+:func:`load_model` turns every failure a user can cause (missing folder, hub
+unreachable, unknown revision, unreadable GGUF, non-causal model) into a
+:class:`~lmsat.errors.UserError` with a one-line message. It never enables
+``trust_remote_code`` unless asked, and prefers safetensors.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmsat.errors import UserError
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. ``name`` is a hub id (``EleutherAI/pythia-70m``) or a local folder."""
+
+    name: str
+    revision: str | None = None
+    gguf_file: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    @property
+    def label(self) -> str:
+        """Human name: ``name@revision`` (revision omitted when not given)."""
+        base = self.name.rstrip("/")
+        return f"{base}@{self.revision}" if self.revision else base
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: Any
+    config: Any
+    device: str
+    is_causal: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(get_hidden_size(self.config))
+
+    @property
+    def num_layers(self) -> int:
+        return int(getattr(self.config, "num_hidden_layers", 0) or getattr(self.config, "n_layer", 0))
+
+
+def parse_model_arg(arg: str, revision: str | None = None, **kw: Any) -> ModelSpec:
+    """``NAME[@REVISION]`` -> :class:`ModelSpec`; ``--revision`` applies when the argument has none."""
+    name, rev = arg, revision
+    if "@" in arg and not Path(arg).exists():
+        name, rev = arg.rsplit("@", 1)
+    return ModelSpec(name=name, revision=rev or None, **kw)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA GPU is present, else ``cpu``."""
+    import torch
+
+    if device not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)} (got '{device}').")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto.")
+    return device
+
+
+def torch_dtype(dtype: str) -> Any:
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)} (got '{dtype}').")
+    return getattr(torch, dtype)
+
+
+def looks_like_hub_id(name: str) -> bool:
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~")) and "\\" not in name
+
+
+def check_model_source(name: str, gguf_file: str | None = None) -> None:
+    """Fail early on a local path that does not exist, or a GGUF file missing from its folder."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if gguf_file is not None and not (path / gguf_file).is_file():
+            raise UserError(f"GGUF file '{gguf_file}' is not in '{name}'; check --gguf-file.")
+        return
+    if not looks_like_hub_id(name) or name.startswith("/") or name.count("/") > 1:
+        raise UserError(f"model path '{name}' does not exist; give an existing folder or a Hugging Face id such as EleutherAI/pythia-70m.")
+
+
+def hub_error(what: str, name: str, revision: str | None, exc: BaseException) -> UserError:
+    """Translate a transformers/hub exception into one actionable line."""
+    text = " ".join(str(exc).split())
+    low = text.lower()
+    rev = f" revision '{revision}'" if revision else ""
+    if "revision" in low and ("not a valid" in low or "invalid rev" in low or "not found" in low):
+        return UserError(f"{what} '{name}' has no{rev}; check --revision (Pythia revisions look like step143000).")
+    if Path(name).exists():
+        if "gguf" in low or "magic" in low:
+            return UserError(f"cannot read the GGUF file of '{name}': {text[:200]}; check that the file is a complete GGUF model.")
+        return UserError(f"cannot load {what} from '{name}': {text[:240]}.")
+    if any(s in low for s in ("couldn't connect", "connection", "offline", "resolve", "network", "max retries", "timed out", "cannot find the requested files")):
+        return UserError(
+            f"cannot reach the Hugging Face hub to load {what} '{name}'{rev}; check your network (or HF_HUB_OFFLINE), or pass a local folder."
+        )
+    if "is not a local folder and is not a valid model identifier" in low or "repository not found" in low or "404" in low:
+        return UserError(f"{what} '{name}' was not found on the Hugging Face hub or on disk; check the name.")
+    return UserError(f"cannot load {what} '{name}'{rev}: {text[:240]}.")
+
+
+def load_config(spec: ModelSpec) -> Any:
+    from transformers import AutoConfig
+
+    check_model_source(spec.name, spec.gguf_file)
+    try:
+        return AutoConfig.from_pretrained(
+            spec.name, revision=spec.revision, gguf_file=spec.gguf_file, trust_remote_code=spec.trust_remote_code
+        )
+    except Exception as exc:
+        raise hub_error("model", spec.name, spec.revision, exc) from exc
+
+
+def is_causal_config(config: Any) -> bool:
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or [])
+    )
+
+
+def get_hidden_size(config: Any) -> int:
+    for attr in ("hidden_size", "n_embd", "d_model", "dim"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    text_config = getattr(config, "text_config", None)
+    if text_config is not None:
+        return get_hidden_size(text_config)
+    raise UserError(f"cannot find the hidden size in the config of {type(config).__name__}.")
+
+
+def load_model(spec: ModelSpec, require_causal: bool = True) -> LoadedModel:
+    """Load the model on its device in eval mode; see the module docstring for the errors it raises.
+
+    With ``require_causal=False`` an encoder (e.g. BERT) loads through ``AutoModel``,
+    which is enough for layer-wise anisotropy.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device = resolve_device(spec.device)
+    dtype = torch_dtype(spec.dtype)
+    config = load_config(spec)
+    causal = is_causal_config(config)
+    if require_causal and not causal:
+        raise UserError(
+            f"'{spec.name}' is a {config.model_type} model without a causal language-model head; "
+            "this command needs a causal LM (GPT-NeoX, Llama, GPT-2, OPT, ...)."
+        )
+    loader = AutoModelForCausalLM if causal else AutoModel
+    kwargs: dict[str, Any] = {
+        "revision": spec.revision,
+        "dtype": dtype,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    if spec.gguf_file:
+        kwargs["gguf_file"] = spec.gguf_file
+    else:
+        kwargs["use_safetensors"] = None  # safetensors when present, else weights_only torch files
+    try:
+        model = loader.from_pretrained(spec.name, **kwargs)
+    except Exception as exc:
+        raise hub_error("model", spec.name, spec.revision, exc) from exc
+    model.to(device)
+    model.eval()
+    notes = []
+    if spec.gguf_file:
+        notes.append(f"loaded from GGUF file {spec.gguf_file} (quantized weights de-quantized to {spec.dtype})")
+    return LoadedModel(spec=spec, model=model, config=config, device=device, is_causal=causal, notes=notes)
+
+
+def load_model_tokenizer(spec: ModelSpec) -> Any:
+    """The model's tokenizer as a :class:`~lmsat.loading.tokenizers.TextTokenizer`."""
+    from lmsat.loading.tokenizers import load_tokenizer
+
+    return load_tokenizer(spec.name, revision=spec.revision, gguf_file=spec.gguf_file)
+
+
+def lm_head_weight(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The LM head matrix W (V x d) and facts about it: tied to the input embedding, bias ignored."""
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "weight", None) is None:
+        raise UserError(f"{type(model).__name__} has no output embedding (LM head); lmsat needs a causal LM.")
+    weight = head.weight
+    info: dict[str, Any] = {"vocab_rows": int(weight.shape[0]), "hidden_size": int(weight.shape[1])}
+    emb = model.get_input_embeddings()
+    info["tied"] = bool(emb is not None and getattr(emb, "weight", None) is not None and emb.weight.data_ptr() == weight.data_ptr())
+    bias = getattr(head, "bias", None)
+    info["bias"] = "present, ignored (the spectrum is that of W only)" if bias is not None else "none"
+    return weight, info

@@ -1,0 +1,80 @@
+"""Anisotropy: the mean cosine similarity between distinct representations.
+
+For representations h_1..h_n in R^d with unit vectors u_i = h_i / |h_i|::
+
+    A = 1 / (n (n - 1)) * sum_{i != j} <u_i, u_j>
+      = ( |sum_i u_i|^2 - n ) / ( n (n - 1) )
+
+because |sum_i u_i|^2 = sum_i |u_i|^2 + sum_{i != j} <u_i, u_j> = n + sum_{i != j}.
+The closed form costs O(n d) time and O(d) memory instead of O(n^2 d), and can
+be accumulated over batches. A lies in [-1/(n-1), 1]: 1 when all vectors point
+the same way, about 0 for isotropic (e.g. Gaussian) vectors.
+Reference: Ethayarajh (2019); Godey et al. (2024), SPEC section 2.4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def _unit_sum(h: torch.Tensor) -> tuple[torch.Tensor, int, float]:
+    """(sum of unit vectors in float64, count, sum of norms) of rows of ``h`` (n x d)."""
+    h64 = h.detach().reshape(-1, h.shape[-1]).to(torch.float64)
+    norms = torch.linalg.vector_norm(h64, dim=-1)
+    unit = h64 / norms.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
+    return unit.sum(dim=0), int(h64.shape[0]), float(norms.sum())
+
+
+def anisotropy(h: torch.Tensor | np.ndarray) -> float:
+    """Mean pairwise cosine similarity of the rows of ``h`` (n x d), exact closed form, float64.
+
+    A = ( |sum_i u_i|^2 - n ) / ( n (n - 1) ), u_i = h_i / |h_i|. Needs n >= 2.
+    """
+    acc = AnisotropyAccumulator()
+    acc.update(torch.as_tensor(h))
+    return acc.value
+
+
+def anisotropy_pairwise(h: torch.Tensor | np.ndarray) -> float:
+    """The O(n^2 d) definition, for checking: mean of cos(h_i, h_j) over ordered pairs i != j."""
+    h64 = torch.as_tensor(h).to(torch.float64)
+    u = h64 / torch.linalg.vector_norm(h64, dim=-1, keepdim=True)
+    sims = u @ u.T
+    n = u.shape[0]
+    return float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
+
+
+@dataclass
+class AnisotropyAccumulator:
+    """Streams the closed form over batches: keeps sum u_i (float64, d), n and sum |h_i|.
+
+    Memory is O(d) however many vectors are added.
+    """
+
+    unit_sum: torch.Tensor | None = None
+    n: int = 0
+    norm_sum: float = 0.0
+    _device: torch.device | None = field(default=None, repr=False)
+
+    def update(self, h: torch.Tensor) -> None:
+        """Add the rows of ``h`` (any leading shape, last dim d)."""
+        s, n, norms = _unit_sum(h)
+        self.unit_sum = s if self.unit_sum is None else self.unit_sum + s
+        self.n += n
+        self.norm_sum += norms
+
+    @property
+    def value(self) -> float:
+        """The anisotropy A of everything added so far (NaN when n < 2)."""
+        if self.unit_sum is None or self.n < 2:
+            return float("nan")
+        sq = float(torch.dot(self.unit_sum, self.unit_sum))
+        return (sq - self.n) / (self.n * (self.n - 1))
+
+    @property
+    def mean_norm(self) -> float:
+        """Mean Euclidean norm |h_i| of the vectors added."""
+        return self.norm_sum / self.n if self.n else float("nan")

@@ -1,0 +1,45 @@
+"""Next-token cross-entropy without materialising more logits than needed.
+
+cross-entropy (nats/token) = mean_t [ logsumexp(z_t) - z_t[y_t] ], z_t = W h_t.
+Computed over chunks of tokens so a (tokens x V) matrix never exists at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def chunked_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_tokens: int = 4096,
+    reduction: str = "sum",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum or mean of -log p(y_t | h_t), number of correct top-1 predictions).
+
+    ``h``: (n, d) representations, ``weight``: (V, d) head, ``targets``: (n,) ids.
+    Logits are formed ``chunk_tokens`` rows at a time, in float32 or better.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=h.device)
+    correct = torch.zeros((), dtype=torch.int64, device=h.device)
+    for start in range(0, h.shape[0], chunk_tokens):
+        hc = h[start : start + chunk_tokens]
+        logits = hc @ weight.T
+        if bias is not None:
+            logits = logits + bias
+        logits = logits.float()
+        y = targets[start : start + chunk_tokens]
+        total = total + torch.nn.functional.cross_entropy(logits, y, reduction="sum").to(torch.float64)
+        correct = correct + (logits.argmax(dim=-1) == y).sum()
+    if reduction == "mean":
+        total = total / max(1, h.shape[0])
+    return total, correct
+
+
+def logits_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, int]:
+    """(sum of -log p(y_t) in nats, token count) for logits (..., V) and targets (...)."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    y = targets.reshape(-1)
+    return float(torch.nn.functional.cross_entropy(flat, y, reduction="sum")), int(y.numel())
