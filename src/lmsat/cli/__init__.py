@@ -10,6 +10,12 @@ from lmsat.errors import EXIT_USER_ERROR, UserError
 # Command modules, in the order `lmsat --help` lists them.
 from lmsat.cli import assets as _assets  # noqa: E402,F401
 from lmsat.cli import models as _models  # noqa: E402,F401
+from lmsat.cli import sweep as _sweep  # noqa: E402,F401
+from lmsat.cli import rank_probe as _rank_probe  # noqa: E402,F401
+from lmsat.cli import ngram as _ngram  # noqa: E402,F401
+from lmsat.cli import synth as _synth  # noqa: E402,F401
+from lmsat.cli import downstream as _downstream  # noqa: E402,F401
+from lmsat.cli import report as _report  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

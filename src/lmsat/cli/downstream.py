@@ -1,0 +1,3 @@
+"""lmsat downstream (issue 8)."""
+
+from lmsat.cli.app import app  # noqa: F401

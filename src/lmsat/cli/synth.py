@@ -1,0 +1,3 @@
+"""lmsat synth and lmsat train (issue 6)."""
+
+from lmsat.cli.app import app  # noqa: F401
