@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from lmsat.cli.app import app
@@ -20,6 +21,8 @@ from lmsat.cli import report as _report  # noqa: E402,F401
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`UserError` prints one line and exits with code 2."""
+    # Library progress bars (GGUF de-quantizing, ...) would interleave with lmsat's own.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         app(args=argv, prog_name="lmsat", standalone_mode=True)
     except UserError as exc:

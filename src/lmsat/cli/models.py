@@ -24,7 +24,7 @@ from lmsat.cli.options import (
     corpus_spec,
     model_specs,
 )
-from lmsat.cli.show import print_table, say
+from lmsat.cli.show import print_table, print_transposed, say
 
 
 @app.command(rich_help_panel="Measure a model")
@@ -64,7 +64,8 @@ def anisotropy(
     table = anisotropy_table(records)
     atomic_write_csv(output / "anisotropy.csv", table)
     fig = plot_anisotropy_by_depth(records, output / "figures" / "anisotropy.png")
-    print_table(table, title="Anisotropy by layer", floats=4)
+    for model_label_, rows in table.groupby(table["model"] + table["revision"].map(lambda r: f"@{r}" if r else ""), sort=False):
+        print_table(rows[["layer", "depth", "anisotropy", "mean_norm"]], title=f"Anisotropy by layer: {model_label_}", floats=4)
     say(f"results: {output / 'anisotropy'}  table: {output / 'anisotropy.csv'}  figure: {fig}")
 
 
@@ -96,7 +97,21 @@ def head(
     atomic_write_csv(output / "head.csv", table)
     f1 = plot_head_spectrum(records, output / "figures" / "head_spectrum.png")
     f2 = plot_head_w_error(records, output / "figures" / "head_w_error.png")
-    cols = ["model", "revision", "hidden_size", "singular_entropy", "singular_entropy_linear", "max_singular_entropy",
-            "effective_rank", "effective_rank_linear", "w_error_d8", "w_error_d4", "w_error_d2", "tied"]
-    print_table(table[cols], title="LM head spectrum", floats=4)
+    print_transposed(
+        table,
+        label_columns=["model", "revision"],
+        rows={
+            "hidden size d": "hidden_size",
+            "tied to input embedding": "tied",
+            "singular entropy, p = s^2/sum s^2 (nats)": "singular_entropy",
+            "singular entropy, p = s/sum s (nats)": "singular_entropy_linear",
+            "max possible = ln d": "max_singular_entropy",
+            "effective rank exp(H), p = s^2": "effective_rank",
+            "effective rank exp(H), p = s": "effective_rank_linear",
+            "W-error(d/8)": "w_error_d8",
+            "W-error(d/4)": "w_error_d4",
+            "W-error(d/2)": "w_error_d2",
+        },
+        title="LM head spectrum",
+    )
     say(f"results: {output / 'head'}  table: {output / 'head.csv'}  figures: {f1}, {f2}")

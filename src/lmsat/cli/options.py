@@ -12,11 +12,11 @@ from lmsat.loading.models import ModelSpec, parse_model_arg
 
 Models = Annotated[
     list[str],
-    typer.Argument(help="Hugging Face ids or local folders, optionally NAME@REVISION (e.g. EleutherAI/pythia-160m@step100000).", show_default=False),
+    typer.Argument(help="Hugging Face ids, local folders or .gguf files; NAME@REVISION picks a revision (e.g. EleutherAI/pythia-160m@step100000).", show_default=False),
 ]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Run directory for results, tables and figures.")]
 Revision = Annotated[Optional[str], typer.Option(help="Revision (branch, tag or commit) for models given without @REVISION.")]
-GgufFile = Annotated[Optional[str], typer.Option("--gguf-file", help="Name of a .gguf file inside the model folder to load.")]
+GgufFile = Annotated[Optional[str], typer.Option("--gguf-file", help="Name of a .gguf file inside each model folder (or give the .gguf path as MODEL).")]
 Dtype = Annotated[str, typer.Option(help="Weights dtype: float32, bfloat16 or float16.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model repository's own Python code (off unless you ask).")]

@@ -31,3 +31,16 @@ def print_table(frame: Any, title: str | None = None, floats: int = 4) -> None:
     for row in frame.itertuples(index=False):
         table.add_row(*(_fmt(v, floats) for v in row))
     out.print(table)
+
+
+def print_transposed(frame: Any, label_columns: list[str], rows: dict[str, str], title: str | None = None, floats: int = 4) -> None:
+    """Print one column per record (labelled by ``label_columns``) and one row per metric."""
+    table = Table(title=title)
+    table.add_column("")
+    for _, rec in frame.iterrows():
+        parts = [str(rec[c]) for c in label_columns if rec.get(c) not in (None, "") and rec.get(c) == rec.get(c)]
+        label = "@".join(parts)
+        table.add_column(label.split("/")[-1] if len(label) > 40 else label, justify="right")
+    for name, col in rows.items():
+        table.add_row(name, *(_fmt(rec[col], floats) for _, rec in frame.iterrows()))
+    out.print(table)

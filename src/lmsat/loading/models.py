@@ -60,10 +60,20 @@ class LoadedModel:
 
 
 def parse_model_arg(arg: str, revision: str | None = None, **kw: Any) -> ModelSpec:
-    """``NAME[@REVISION]`` -> :class:`ModelSpec`; ``--revision`` applies when the argument has none."""
+    """``NAME[@REVISION]`` or ``path/to/model.gguf`` -> :class:`ModelSpec`.
+
+    ``--revision`` applies when the argument has none; a ``.gguf`` file path sets
+    the folder and ``gguf_file`` itself (so GGUF and HF models mix in one call).
+    """
     name, rev = arg, revision
     if "@" in arg and not Path(arg).exists():
         name, rev = arg.rsplit("@", 1)
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(f"GGUF file '{name}' does not exist.")
+        kw = {**kw, "gguf_file": path.name}
+        name = str(path.parent)
     return ModelSpec(name=name, revision=rev or None, **kw)
 
 
@@ -93,7 +103,7 @@ def looks_like_hub_id(name: str) -> bool:
 
 
 def check_model_source(name: str, gguf_file: str | None = None) -> None:
-    """Fail early on a local path that does not exist, or a GGUF file missing from its folder."""
+    """Fail early on a local path that does not exist, a GGUF file missing from its folder, or an unreachable hub."""
     path = Path(name).expanduser()
     if path.exists():
         if gguf_file is not None and not (path / gguf_file).is_file():
@@ -101,6 +111,30 @@ def check_model_source(name: str, gguf_file: str | None = None) -> None:
         return
     if not looks_like_hub_id(name) or name.startswith("/") or name.count("/") > 1:
         raise UserError(f"model path '{name}' does not exist; give an existing folder or a Hugging Face id such as EleutherAI/pythia-70m.")
+    check_hub_reachable(name)
+
+
+def check_hub_reachable(name: str, timeout: float = 5.0) -> None:
+    """A quick TCP probe of the hub endpoint, so an offline machine fails in seconds, not after retries.
+
+    Skipped when HF_HUB_OFFLINE is set (then only the local hub cache is used).
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach the Hugging Face hub ({host}) to load '{name}': {exc.strerror or exc}; "
+            "check your network, set HF_HUB_OFFLINE=1 to use the local hub cache, or pass a local folder."
+        ) from exc
 
 
 def hub_error(what: str, name: str, revision: str | None, exc: BaseException) -> UserError:
@@ -138,9 +172,12 @@ def load_config(spec: ModelSpec) -> Any:
 def is_causal_config(config: Any) -> bool:
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING or any(
-        a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or [])
-    )
+    # The saved architectures say what the checkpoint is (BertConfig is in the causal mapping,
+    # but a "BertModel" checkpoint is an encoder); fall back on the mapping when none are saved.
+    archs = getattr(config, "architectures", None) or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and not getattr(config, "is_encoder_decoder", False)
 
 
 def get_hidden_size(config: Any) -> int:
