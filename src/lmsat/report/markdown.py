@@ -1,0 +1,69 @@
+"""Render a report as Markdown (GitHub-flavoured pipe tables) for papers and issues.
+
+Figures are linked as PNG files in the companion folder, by paths relative to the
+report, so the folder travels with the ``.md`` file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lmsat import __version__
+from lmsat.report.content import Section, fmt_cell
+from lmsat.report.diagnosis import CONTESTED, ModelDiagnosis
+from lmsat.store import now_iso
+
+
+def _cell(v: Any) -> str:
+    v = None if (isinstance(v, float) and v != v) else v
+    return fmt_cell(v).replace("|", "\\|").replace("\n", " ")
+
+
+def table_md(frame: pd.DataFrame) -> str:
+    if not len(frame):
+        return "_(empty)_\n"
+    head = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
+    sep = "|" + "|".join("---:" if frame[c].dtype.kind in "fiu" else "---" for c in frame.columns) + "|"
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, sep, *rows]) + "\n"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence: dict[str, Path], sections: list[Section],
+                    summary: pd.DataFrame, base: Path) -> str:
+    kinds = ", ".join(f"{k} ({n})" for k, n in meta["kinds"].items())
+    out = [f"# {meta['title']}\n",
+           f"Generated {now_iso()} by lmsat {__version__} from {', '.join(f'`{d}`' for d in meta['run_dirs'])}. "
+           f"Records: {kinds}. Tables as CSV in `{meta['files']}/`. Every number is read from stored results.\n",
+           "## Diagnosis\n"]
+    if len(summary):
+        out.append(table_md(summary))
+    for m in diags:
+        out.append(f"### {m.model} — {m.overall}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
+        for f in m.findings:
+            out.append(f"**{f.topic}** ({f.status}). {f.verdict}\n")
+            out.append(table_md(pd.DataFrame({"evidence": list(f.numbers), "value": [fmt_cell(v) for v in f.numbers.values()]})))
+            for c in f.caveats:
+                out.append(f"> {c}\n")
+        if m.model in evidence:
+            out.append(f"![evidence for {m.model}]({_rel(evidence[m.model], base)})\n")
+        for c in m.caveats:
+            if c != CONTESTED:
+                out.append(f"- Caveat: {c}")
+        out.append("")
+    out.append(f"> **Read with care.** {CONTESTED}\n")
+    for sec in sections:
+        out.append(f"## {sec.title}\n\n{sec.intro}\n")
+        for fig in sec.figures:
+            out.append(f"![{fig.title}]({_rel(fig.path, base)})\n\n_{fig.caption}_\n")
+        for t in sec.tables:
+            out.append(f"**{t.title}**\n\n{table_md(t.frame)}")
+    out.append("---\nStudy: Godey, de la Clergerie, Sagot, arXiv 2404.07647. Counterpoint: arXiv 2602.20433.\n")
+    return "\n".join(out)
