@@ -1,3 +1,243 @@
-"""lmsat sweep, saturation, scaling-fit (issue 3)."""
+"""`lmsat sweep`, `lmsat saturation`, `lmsat scaling-fit`: checkpoints over training (study Fig. 1, 3, 4, 5)."""
 
-from lmsat.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from lmsat.cli.app import app
+from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Dtype, Output, Seed, Split, Streaming, TextField, TrustRemoteCode
+from lmsat.cli.show import print_table, say
+from lmsat.errors import UserError
+
+PANEL = "Checkpoints over training"
+
+SweepModels = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        help="Local checkpoint folders (a folder of stepN/checkpoint-N folders, or a folder of such model folders) "
+        "and/or Hugging Face ids; optional with --suite.",
+        show_default=False,
+    ),
+]
+RunDir = Annotated[Path, typer.Argument(help="Run directory written by `lmsat sweep -o RUN_DIR`.", show_default=False)]
+NamedInts = Annotated[Optional[list[str]], typer.Option(show_default=False)]
+
+
+def parse_named_ints(values: list[str] | None, option: str) -> dict[str, int]:
+    """``["N"]`` -> {"*": N} (every model); ``["name=N", ...]`` -> {name: N}. N may be written 2_097_152 or 1.4e9."""
+    out: dict[str, int] = {}
+    for raw in values or []:
+        for item in (p.strip() for p in raw.split(",") if p.strip()):
+            name, _, number = item.rpartition("=")
+            text = number.replace("_", "")
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            if not (value == value and value > 0 and value == int(value)):
+                raise UserError(f"{option} '{item}': give a positive whole number, as N or MODEL=N (e.g. pythia-70m=70426624).")
+            out[name.strip() or "*"] = int(value)
+    return out
+
+
+def _split_names(values: list[str] | None) -> list[str]:
+    return [p.strip() for v in values or [] for p in v.split(",") if p.strip()]
+
+
+def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotropy_rise: float, from_step: int,
+             fit_models: list[str] | None, params: dict[str, int], tokens_per_step: dict[str, int], need_fit: bool) -> None:
+    """Saturation table, scaling fit (best effort unless ``need_fit``), the five figures; print the tables."""
+    from lmsat.experiments.saturation import run_saturation
+    from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND, run_scaling_fit
+    from lmsat.experiments.sweep import sweep_records
+    from lmsat.figures.sweep import draw_sweep_figures
+    from lmsat.store import Store
+
+    table, frame = run_saturation(output, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
+    cols = ["name", "n_checkpoints", "n_failed", "n_duplicates", "best_step", "best_loss", "final_step", "final_loss",
+            "relative_rise", "saturates", "collapse_step", "anisotropy_jump_step", "final_singular_entropy"]
+    print_table(table[[c for c in cols if c in table]], title="Saturation per model", floats=4)
+    fit_summary: dict[str, Any] | None = None
+    try:
+        _, fit_table, fit_summary = run_scaling_fit(output, fit_models, params, tokens_per_step, max_rise)
+    except UserError as exc:
+        if need_fit:
+            raise
+        say(f"scaling-law fit skipped: {exc}")
+        stored = Store(output).get(FIT_KIND, FIT_KEY)
+        fit_summary = stored.results if stored else None
+    else:
+        fcols = ["name", "n_params", "in_fit", "final_step", "final_loss", "final_predicted", "final_underperformance",
+                 "best_step", "best_loss", "best_predicted", "best_underperformance"]
+        print_table(fit_table[fcols], title="Scaling-law extrapolation (underperformance = L_obs / L_pred - 1)", floats=4)
+        say(
+            f"fit on {', '.join(fit_summary['fitted_models'])}: A = {fit_summary['A']:.4g}, alpha = {fit_summary['alpha']:.4f} "
+            f"(E = {fit_summary['E']}, B = {fit_summary['B']}, beta = {fit_summary['beta']} fixed; study: A = 119.09, alpha = 0.246); "
+            f"mean underperformance over {fit_summary['mean_over']}: final {_pct(fit_summary['mean_final_underperformance'])}, "
+            f"best {_pct(fit_summary['mean_best_underperformance'])}"
+        )
+        for note in fit_summary["notes"]:
+            say(f"note: {note}")
+    figures = draw_sweep_figures(frame, sweep_records(output), fit_summary, output / "figures")
+    say(f"tables: {output / 'sweep.csv'}, {output / 'saturation.csv'}"
+        + (f", {output / 'scaling_fit.csv'}" if (output / "scaling_fit.csv").exists() else "")
+        + f"  figures: {', '.join(str(p) for p in figures.values())}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
+
+
+MaxRise = Annotated[float, typer.Option("--max-rise", help="A model saturates when final/best - 1 exceeds this (0.01 = 1%).")]
+MinEntropyRise = Annotated[float, typer.Option("--min-entropy-rise", help="Smallest singular-entropy rise (nats) that counts as a spectrum collapse.")]
+MinAnisotropyRise = Annotated[float, typer.Option("--min-anisotropy-rise", help="Smallest last-layer anisotropy rise that counts as a jump.")]
+FromStep = Annotated[int, typer.Option("--from-step", help="Ignore checkpoints before this step when looking for jumps (e.g. 1000 to skip Pythia's warm-up).")]
+FitModels = Annotated[Optional[list[str]], typer.Option("--models", help="Models to fit the law on (short or full names, comma-separated or repeated); default: those that do not saturate.", show_default=False)]
+Params = Annotated[Optional[list[str]], typer.Option("--params", help="Parameter count N per model, as MODEL=N (repeat), or N for all; default: counted from the weights or train_config.json.", show_default=False)]
+TokensPerStep = Annotated[Optional[list[str]], typer.Option("--tokens-per-step", help="Tokens per training step, as MODEL=N (repeat) or N for all; default: train_config.json, or 2,097,152 for Pythia.", show_default=False)]
+
+
+@app.command(rich_help_panel=PANEL)
+def sweep(
+    models: SweepModels = None,
+    data: Data = ...,  # type: ignore[assignment]
+    output: Output = Path("lmsat-runs"),
+    suite: Annotated[Optional[str], typer.Option(help="Model suite: pythia or pythia-deduped (EleutherAI/pythia-<size>[-deduped]).", show_default=False)] = None,
+    sizes: Annotated[Optional[str], typer.Option(help="Suite sizes, comma-separated: 14m,31m,70m,160m,410m,1b,1.4b,2.8b,6.9b,12b (default: all).", show_default=False)] = None,
+    revisions: Annotated[str, typer.Option("--revisions", "-r", help="Checkpoints: all (Pythia: the 154 published steps), log (step0,1,2,4..512), every:N, final, first, or names/steps such as step1000,2000; comma-separated, united.")] = "all",
+    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens in the sample shared by every checkpoint of a tokenizer (the study: 50,000).")] = 50_000,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default: the shortest context of the models, at most 2048).", show_default=False)] = None,
+    seed: Seed = 0,
+    batch_size: BatchSize = 8,
+    layers: Annotated[str, typer.Option(help="Anisotropy of the last layer only (last) or of every layer (all).")] = "last",
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer folder or hub id for every model (default: each model's own).", show_default=False)] = None,
+    tokens_per_step: TokensPerStep = None,
+    params: Params = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Measure again the checkpoints recorded as failed.")] = False,
+    prefetch: Annotated[bool, typer.Option("--prefetch/--no-prefetch", help="Load the next checkpoint in a background thread while the current one is measured.")] = True,
+    keep_downloads: Annotated[bool, typer.Option("--keep-downloads", help="Keep hub checkpoints in the Hugging Face cache (default: delete each one this sweep downloaded once it is measured).")] = False,
+    text_field: TextField = "text",
+    data_config: DataConfig = None,
+    split: Split = "train",
+    streaming: Streaming = True,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Measure every checkpoint of one or more models over training (study Fig. 1a, 1b, 3, 4, 5).
+
+    Per checkpoint, on one token sample per tokenizer: cross-entropy (nats/token), last-layer
+    anisotropy (every layer with --layers all), all singular values of the LM head, singular
+    entropy, effective rank, hashes of the head and of all weights, wall time. Each finished
+    checkpoint is one atomic record OUTPUT/sweep/<model>@<revision>.json (+ .npz): a re-run
+    skips them, so a killed sweep resumes where it stopped; a checkpoint that fails to load or
+    gives NaN is recorded as failed and the sweep goes on (--retry-failed re-runs those);
+    revisions whose weights equal an earlier one are flagged (duplicate_of).
+
+    Then, from the records: OUTPUT/sweep.csv, saturation.csv (best/final step and loss,
+    relative rise, spectrum-collapse and anisotropy-jump steps), scaling_fit.csv when two or
+    more models do not saturate, and the figures OUTPUT/figures/fig1a..fig5*.png.
+
+    Example (GPU machine with hub access): lmsat sweep --suite pythia --sizes 14m,31m,70m,160m,410m
+    --revisions all --data hf:monology/pile-uncopyrighted --text-field text -o runs/pythia
+    """
+    from lmsat.cli.options import corpus_spec
+    from lmsat.experiments.saturation import DEFAULT_MAX_RISE, DEFAULT_MIN_ANISOTROPY_RISE, DEFAULT_MIN_ENTROPY_RISE
+    from lmsat.experiments.sweep import SweepSettings, plan_sweep, run_sweep
+    from lmsat.loading.checkpoints import expand_sweep
+
+    tps = parse_named_ints(tokens_per_step, "--tokens-per-step")
+    n_params = parse_named_ints(params, "--params")
+    settings = SweepSettings(
+        n_tokens=tokens, seq_len=seq_len, seed=seed, batch_size=batch_size, dtype=dtype, device=device, layers=layers,
+        prefetch=prefetch, retry_failed=retry_failed, keep_downloads=keep_downloads, trust_remote_code=trust_remote_code,
+        tokenizer=tokenizer,
+    )
+    corpus = corpus_spec(data, text_field, data_config, split, streaming)
+    sweep_models = expand_sweep(models or [], suite=suite, sizes=sizes, revisions=revisions)
+    plan = plan_sweep(sweep_models, corpus, output, settings, tps, n_params)
+    n_ckpt = sum(len(m.checkpoints) for m in plan.models)
+    say(f"sweep: {len(plan.models)} model(s), {n_ckpt} checkpoint(s), {tokens:,} tokens in sequences of {plan.seq_len}, on {plan.device}")
+    summary = run_sweep(plan, corpus, output, settings, say=say)
+    say(
+        f"measured {summary.measured} checkpoint(s) ({summary.checkpoints_per_minute:.1f}/min), skipped {summary.skipped} already done, "
+        f"{len(summary.failed)} failed, {len(summary.duplicates)} duplicate(s); records: {output / 'sweep'}"
+    )
+    if summary.failed:
+        say("failed checkpoints are recorded with their error; re-run with --retry-failed to measure them again.")
+    _analyse(output, DEFAULT_MAX_RISE, DEFAULT_MIN_ENTROPY_RISE, DEFAULT_MIN_ANISOTROPY_RISE, 0, None, n_params, tps, need_fit=False)
+
+
+@app.command(rich_help_panel=PANEL)
+def saturation(
+    run_dir: RunDir,
+    max_rise: MaxRise = 0.01,
+    min_entropy_rise: MinEntropyRise = 1.0,
+    min_anisotropy_rise: MinAnisotropyRise = 0.3,
+    from_step: FromStep = 0,
+) -> None:
+    """Saturation of each swept model, from the stored sweep records only (no model is loaded).
+
+    Per model: best step and loss, final step and loss, relative rise final/best - 1 (it
+    saturates above --max-rise), the step where the LM-head spectrum collapses (singular
+    entropy jumps by at least --min-entropy-rise nats) and where the last-layer anisotropy
+    jumps. Duplicate-weight and failed checkpoints are left out. Writes RUN_DIR/sweep.csv,
+    RUN_DIR/saturation.csv, one `saturation` record per model and the five figures in
+    RUN_DIR/figures (Fig. 1b uses the stored scaling fit, if any).
+    """
+    from lmsat.experiments.saturation import run_saturation
+    from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND
+    from lmsat.experiments.sweep import sweep_records
+    from lmsat.figures.sweep import draw_sweep_figures
+    from lmsat.store import Store
+
+    records = sweep_records(run_dir)
+    table, frame = run_saturation(run_dir, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
+    cols = ["name", "n_checkpoints", "n_failed", "n_duplicates", "best_step", "best_loss", "final_step", "final_loss",
+            "relative_rise", "saturates", "collapse_step", "collapse_rise", "anisotropy_jump_step", "anisotropy_rise", "final_singular_entropy"]
+    print_table(table[[c for c in cols if c in table]], title="Saturation per model", floats=4)
+    stored = Store(run_dir).get(FIT_KIND, FIT_KEY)
+    figures = draw_sweep_figures(frame, records, stored.results if stored else None, run_dir / "figures")
+    say(f"tables: {run_dir / 'sweep.csv'}, {run_dir / 'saturation.csv'}  figures: {', '.join(str(p) for p in figures.values())}")
+
+
+@app.command("scaling-fit", rich_help_panel=PANEL)
+def scaling_fit(
+    run_dir: RunDir,
+    models: FitModels = None,
+    params: Params = None,
+    tokens_per_step: TokensPerStep = None,
+    max_rise: MaxRise = 0.01,
+) -> None:
+    """Fit A and alpha of L = E + A/N^alpha + B/T^beta (E = 1.69, B = 410.7, beta = 0.28 fixed) on final checkpoints.
+
+    Reads the stored sweep records only. N = parameters, T = step x tokens per step. The fit
+    uses the models named with --models, else those that do not saturate (relative rise <=
+    --max-rise). Reports each model's final and best underperformance L_obs / L_pred - 1 and
+    their means over the models not in the fit. Writes RUN_DIR/scaling_fit.csv, the record
+    scaling_fit/fit.json and RUN_DIR/figures/fig1b_loss_vs_compute.png.
+    """
+    from lmsat.experiments.saturation import checkpoint_table
+    from lmsat.experiments.scaling import run_scaling_fit
+    from lmsat.experiments.sweep import sweep_records
+    from lmsat.figures.sweep import FIGURES, plot_loss_vs_compute
+
+    records = sweep_records(run_dir)
+    _, table, summary = run_scaling_fit(
+        run_dir, _split_names(models) or None, parse_named_ints(params, "--params"), parse_named_ints(tokens_per_step, "--tokens-per-step"), max_rise
+    )
+    cols = ["name", "n_params", "in_fit", "final_step", "final_loss", "final_predicted", "final_underperformance",
+            "best_step", "best_loss", "best_predicted", "best_underperformance"]
+    print_table(table[cols], title="Scaling-law extrapolation (underperformance = L_obs / L_pred - 1)", floats=4)
+    say(
+        f"A = {summary['A']:.4g}, alpha = {summary['alpha']:.4f} on {', '.join(summary['fitted_models'])} "
+        f"(rmse {summary['rmse']:.4f} nats; study: A = 119.09, alpha = 0.246). Mean underperformance over "
+        f"{summary['mean_over']}: final {_pct(summary['mean_final_underperformance'])}, best {_pct(summary['mean_best_underperformance'])}"
+    )
+    for note in summary["notes"]:
+        say(f"note: {note}")
+    fig = plot_loss_vs_compute(checkpoint_table(records), summary, run_dir / "figures" / FIGURES["fig1b"])
+    say(f"table: {run_dir / 'scaling_fit.csv'}  record: {run_dir / 'scaling_fit' / 'fit.json'}  figure: {fig}")

@@ -1,0 +1,565 @@
+"""Checkpoint sweeps: loss, anisotropy and head spectrum of every checkpoint (SPEC 2.1, 2.4, 2.5).
+
+For each (model, revision) pair one record of kind ``sweep`` with key
+``<model>@<revision>`` (see :func:`run_sweep`), measured on one token sample
+per tokenizer (``--tokens``, 50,000 by default as in the study):
+
+* ``cross_entropy``: mean next-token cross-entropy, nats/token;
+* ``last_layer_anisotropy``: mean cosine similarity of the last hidden states
+  (``layers``: every layer, when asked);
+* ``singular_values`` (array) of the LM head W (V x d), ``singular_entropy``
+  KL(p || uniform) with p = s^2 / sum s^2 (and ``singular_entropy_linear``
+  with p = s / sum s), ``effective_rank`` exp(H(p));
+* ``weights_hash`` (sha256 of every tensor: name, dtype, shape, bytes) and
+  ``head_hash``; ``duplicate_of`` names an earlier record with equal weights
+  (published Pythia branches have served the wrong weights);
+* ``wall_time_s``: seconds spent loading (and hashing) plus measuring it.
+
+Nothing is lost: each record is written atomically once its checkpoint is
+done; a re-run skips every stored key, so a kill at any point loses at most
+the checkpoint in progress. A checkpoint that fails to load, or whose loss or
+head is not finite, gets a record with ``status: "failed"`` and its ``error``;
+``retry_failed`` measures those again. While one checkpoint is measured the
+next one is loaded in a background thread (``prefetch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from lmsat import __version__
+from lmsat.errors import UserError
+from lmsat.loading.checkpoints import (
+    Checkpoint,
+    SweepModel,
+    evict_hub_commit,
+    find_tokenizer_folder,
+    has_weights,
+    hub_cached_commits,
+    hub_commit_of,
+)
+from lmsat.loading.corpus import CorpusSpec, check_corpus
+from lmsat.loading.models import LoadedModel, ModelSpec, load_config, lm_head_weight, load_model, resolve_device, torch_dtype
+from lmsat.loading.tokenizers import TextTokenizer, load_tokenizer
+from lmsat.loading.tokens import TokenSample, get_token_sample
+from lmsat.progress import track
+from lmsat.store import Record, Store
+
+KIND = "sweep"
+DEFAULT_TOKENS = 50_000
+MAX_AUTO_SEQ_LEN = 2048
+LAYER_CHOICES = ("last", "all")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How every checkpoint is measured (the same for the whole run directory)."""
+
+    n_tokens: int = DEFAULT_TOKENS
+    seq_len: int | None = None  # None: the shortest context of the models, at most 2048
+    seed: int = 0
+    batch_size: int = 8
+    dtype: str = "float32"
+    device: str = "auto"
+    layers: str = "last"
+    prefetch: bool = True
+    retry_failed: bool = False
+    keep_downloads: bool = False
+    trust_remote_code: bool = False
+    tokenizer: str | None = None
+
+
+@dataclass
+class SweepSummary:
+    """What one call of :func:`run_sweep` did."""
+
+    total: int = 0
+    skipped: int = 0
+    measured: int = 0
+    failed: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    @property
+    def checkpoints_per_minute(self) -> float:
+        return 60.0 * self.measured / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+
+@dataclass
+class SweepPlan:
+    """A validated sweep: models, resolved device and sequence length, tokenizers per model."""
+
+    models: list[SweepModel]
+    device: str
+    seq_len: int
+    tokenizers: dict[str, TextTokenizer]  # model name -> tokenizer
+    tokens_per_step: dict[str, int | None]
+    n_params: dict[str, int | None]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint in memory with the facts known from its weights alone."""
+
+    loaded: LoadedModel
+    weights_hash: str
+    head_hash: str
+    n_params: int
+    load_time_s: float
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+
+
+def tensor_bytes(t: Any) -> memoryview:
+    """The raw bytes of a tensor (any dtype, any device), as a memoryview of a CPU copy."""
+    import torch
+
+    c = t.detach().contiguous().cpu()
+    return memoryview(c.view(torch.uint8).numpy()) if c.numel() else memoryview(b"")
+
+
+def weights_hashes(model: Any) -> tuple[str, str]:
+    """(hash of every tensor, hash of the LM head): sha256 hex of names, dtypes, shapes and bytes.
+
+    Tensors shared under two names (a tied head) are hashed once, the alias by name.
+    Two checkpoints have equal ``weights_hash`` exactly when every tensor is equal.
+    """
+    h = hashlib.sha256()
+    seen: dict[tuple[int, tuple[int, ...], str], str] = {}
+    for name, t in sorted(model.state_dict().items()):
+        ident = (t.data_ptr(), tuple(t.shape), str(t.dtype))
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if ident in seen and t.numel():
+            h.update(f"alias:{seen[ident]}".encode())
+            continue
+        seen[ident] = name
+        h.update(tensor_bytes(t))
+    weight, _ = lm_head_weight(model)
+    hh = hashlib.sha256(f"{weight.dtype}|{tuple(weight.shape)}|".encode())
+    hh.update(tensor_bytes(weight))
+    return h.hexdigest(), hh.hexdigest()
+
+
+def count_parameters(model: Any) -> int:
+    """Number of distinct parameters (a tied head counted once)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def measure_checkpoint(loaded: LoadedModel, sample: TokenSample, batch_size: int, layers: str, description: str = "forward") -> tuple[dict[str, Any], np.ndarray]:
+    """(results, singular values) of one loaded checkpoint; raises ValueError on a non-finite loss or head.
+
+    One forward pass over ``sample`` gives the loss and the anisotropy
+    (``experiments.representations.representation_pass``); the head spectrum comes
+    from ``measure.spectrum.singular_values`` summarised by ``experiments.head.head_summary``.
+    """
+    from lmsat.experiments.head import head_summary
+    from lmsat.experiments.representations import representation_pass
+    from lmsat.measure.spectrum import singular_values
+
+    result = representation_pass(loaded, sample, batch_size=batch_size, layers=layers, description=description)  # type: ignore[arg-type]
+    ce = result.cross_entropy
+    if not math.isfinite(ce):
+        raise ValueError(f"the cross-entropy is not finite ({ce}): the weights hold NaN/inf or overflow in {loaded.spec.dtype}")
+    weight, _ = lm_head_weight(loaded.model)
+    s = singular_values(weight)
+    if not np.all(np.isfinite(s)):
+        raise ValueError("the LM head holds NaN/inf values")
+    summary = head_summary(s)
+    last = result.layers[-1]
+    results: dict[str, Any] = {
+        "cross_entropy": ce,
+        "last_layer_anisotropy": last.anisotropy,
+    }
+    if layers == "all":
+        results["layers"] = [asdict(x) for x in result.layers]
+    results.update(
+        {
+            "singular_entropy": summary["singular_entropy"],
+            "singular_entropy_linear": summary["singular_entropy_linear"],
+            "effective_rank": summary["effective_rank"],
+            "hidden_size": int(weight.shape[1]),
+        }
+    )
+    return results, s
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a failed record: the UserError message, or ``Type: message``."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, UserError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:500]
+
+
+# --- background loading ----------------------------------------------------------------------
+
+
+class _Now(Generic[R]):
+    """A 'future' computed when asked (the sequential, no-prefetch path)."""
+
+    def __init__(self, fn: Callable[[], R]) -> None:
+        self._fn = fn
+
+    def result(self) -> R:
+        return self._fn()
+
+
+@dataclass
+class Outcome(Generic[R]):
+    value: R | None = None
+    error: BaseException | None = None
+
+
+def _attempt(fn: Callable[[T], R], item: T) -> Outcome[R]:
+    try:
+        return Outcome(value=fn(item))
+    except Exception as exc:  # recorded as a failed checkpoint, the sweep goes on
+        return Outcome(error=exc)
+
+
+class Prefetcher(Generic[T, R]):
+    """Yields ``(item, Outcome(load(item)))`` in order; with ``enabled`` item i+1 loads while i is used.
+
+    At most two loaded items exist at once. ``after(fn)`` runs ``fn`` on the loading
+    thread after the loads already queued (used to delete a downloaded checkpoint
+    without racing the next download); without prefetch it runs at once.
+    """
+
+    def __init__(self, items: Sequence[T], load: Callable[[T], R], enabled: bool = True) -> None:
+        self.items = list(items)
+        self.load = load
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lmsat-prefetch") if enabled and self.items else None
+
+    def _submit(self, fn: Callable[[], Any]) -> Future[Any] | _Now[Any]:
+        return self.pool.submit(fn) if self.pool is not None else _Now(fn)
+
+    def after(self, fn: Callable[[], Any]) -> None:
+        if self.pool is not None:
+            self.pool.submit(_attempt, lambda _: fn(), None)
+        else:
+            _attempt(lambda _: fn(), None)
+
+    def __iter__(self) -> Iterator[tuple[T, Outcome[R]]]:
+        if not self.items:
+            return
+        try:
+            nxt = self._submit(lambda: _attempt(self.load, self.items[0]))
+            for i, item in enumerate(self.items):
+                outcome = nxt.result()
+                if i + 1 < len(self.items):
+                    following = self.items[i + 1]
+                    nxt = self._submit(lambda following=following: _attempt(self.load, following))
+                yield item, outcome
+                del outcome
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- planning (validation before anything is written) ----------------------------------------
+
+
+def _max_positions(config: Any) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _model_config(model: SweepModel, trust_remote_code: bool) -> Any | None:
+    """The config of a model: hub id at its default branch, or the first local checkpoint that has a readable one."""
+    if model.source == "hub":
+        return load_config(ModelSpec(name=model.model, trust_remote_code=trust_remote_code))
+    for ckpt in model.checkpoints:
+        try:
+            return load_config(ModelSpec(name=ckpt.load_name, trust_remote_code=trust_remote_code))
+        except UserError:
+            continue  # a broken checkpoint is recorded as failed later, not a reason to stop
+    return None
+
+
+def _override(values: dict[str, int], model: SweepModel) -> int | None:
+    for name in (model.model, model.short_name):
+        if name in values:
+            return values[name]
+    return values.get("*")
+
+
+def check_overrides(values: dict[str, int], names: Sequence[str], option: str) -> None:
+    """Every NAME of ``--option NAME=N`` must name a model (full or short name)."""
+    from lmsat.loading.checkpoints import short_name
+
+    known = set(names) | {short_name(n) for n in names}
+    unknown = [k for k in values if k != "*" and k not in known]
+    if unknown:
+        raise UserError(f"{option} names '{unknown[0]}', which is not a model of this run; models: {', '.join(sorted(known))}.")
+
+
+def existing_sample_params(store: Store) -> dict[str, Any] | None:
+    """The sample and dtype the run directory's sweep records were measured with (None when empty)."""
+    for rec in store.records(KIND):
+        ts = rec.inputs.get("token_sample") or {}
+        return {
+            "dtype": rec.inputs.get("dtype"),
+            "n_tokens_asked": ts.get("n_tokens_asked"),
+            "seq_len": ts.get("seq_len"),
+            "seed": ts.get("seed"),
+            "corpus": ts.get("corpus"),
+        }
+    return None
+
+
+def plan_sweep(
+    models: list[SweepModel],
+    corpus: CorpusSpec,
+    output: str | Path,
+    settings: SweepSettings,
+    tokens_per_step: dict[str, int] | None = None,
+    n_params: dict[str, int] | None = None,
+) -> SweepPlan:
+    """Check everything the user gave (corpus, device, dtype, configs, tokenizers, run directory) and write nothing."""
+    if settings.n_tokens < 2:
+        raise UserError(f"--tokens must be at least 2 (got {settings.n_tokens}).")
+    if settings.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {settings.batch_size}).")
+    if settings.layers not in LAYER_CHOICES:
+        raise UserError(f"--layers must be one of {', '.join(LAYER_CHOICES)} (got '{settings.layers}').")
+    if settings.seq_len is not None and settings.seq_len < 2:
+        raise UserError(f"--seq-len must be at least 2 (got {settings.seq_len}).")
+    tokens_per_step, n_params = tokens_per_step or {}, n_params or {}
+    names = [m.model for m in models]
+    check_overrides(tokens_per_step, names, "--tokens-per-step")
+    check_overrides(n_params, names, "--params")
+    torch_dtype(settings.dtype)
+    device = resolve_device(settings.device)
+    check_corpus(corpus)
+
+    limits: dict[str, int] = {}
+    for m in models:
+        config = _model_config(m, settings.trust_remote_code)
+        limit = _max_positions(config) if config is not None else None
+        if limit:
+            limits[m.model] = limit
+    seq_len = settings.seq_len or min([MAX_AUTO_SEQ_LEN, *limits.values()])
+    too_short = {k: v for k, v in limits.items() if v < seq_len}
+    if too_short:
+        name, limit = next(iter(too_short.items()))
+        raise UserError(f"--seq-len {seq_len} is longer than the context of '{name}' ({limit} tokens); use --seq-len {limit} or less.")
+
+    tokenizers: dict[str, TextTokenizer] = {}
+    shared = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+    by_source: dict[str, TextTokenizer] = {}
+    for m in models:
+        if shared is not None:
+            tokenizers[m.model] = shared
+            continue
+        source = find_tokenizer_folder(m)
+        if source not in by_source:
+            by_source[source] = load_tokenizer(source)
+        tokenizers[m.model] = by_source[source]
+
+    previous = existing_sample_params(Store(output))
+    if previous is not None:
+        now = {"dtype": settings.dtype, "n_tokens_asked": settings.n_tokens, "seq_len": seq_len, "seed": settings.seed, "corpus": corpus.describe()}
+        diff = [k for k in now if previous.get(k) != now[k]]
+        if diff:
+            shown = ", ".join(f"{k}={previous.get(k)!r} (now {now[k]!r})" for k in diff)
+            raise UserError(
+                f"'{output}' already holds a sweep measured with other settings: {shown}; "
+                "re-run with the same --data/--tokens/--seq-len/--seed/--dtype, or use another --output."
+            )
+    return SweepPlan(
+        models=models,
+        device=device,
+        seq_len=seq_len,
+        tokenizers=tokenizers,
+        tokens_per_step={m.model: _override(tokens_per_step, m) or m.tokens_per_step for m in models},
+        n_params={m.model: _override(n_params, m) or m.n_params for m in models},
+    )
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+
+def load_checkpoint(ckpt: Checkpoint, settings: SweepSettings, device: str) -> LoadedCheckpoint:
+    """Load one checkpoint on ``device`` and hash its weights (runs on the prefetch thread)."""
+    t0 = time.perf_counter()
+    if ckpt.source == "local" and ckpt.path is not None and not has_weights(ckpt.path):
+        raise UserError(f"checkpoint folder '{ckpt.path}' holds no weights (model.safetensors or pytorch_model.bin)")
+    spec = ModelSpec(
+        name=ckpt.load_name,
+        revision=ckpt.load_revision,
+        dtype=settings.dtype,
+        device=device,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    loaded = load_model(spec, require_causal=True)
+    w_hash, h_hash = weights_hashes(loaded.model)
+    return LoadedCheckpoint(
+        loaded=loaded, weights_hash=w_hash, head_hash=h_hash, n_params=count_parameters(loaded.model), load_time_s=time.perf_counter() - t0
+    )
+
+
+def sweep_inputs(ckpt: Checkpoint, settings: SweepSettings, device: str, sample: TokenSample, tokens_per_step: int | None) -> dict[str, Any]:
+    """The exact inputs of one sweep record."""
+    return {
+        "model": ckpt.model,
+        "revision": ckpt.revision,
+        "step": ckpt.step,
+        "source": ckpt.source,
+        "path": ckpt.path,
+        "dtype": settings.dtype,
+        "device": device,
+        "token_sample": sample.describe(),
+        "tokens_per_step": tokens_per_step,
+        "lmsat_version": __version__,
+    }
+
+
+def _empty_results() -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": None,
+        "cross_entropy": None,
+        "last_layer_anisotropy": None,
+        "singular_entropy": None,
+        "singular_entropy_linear": None,
+        "effective_rank": None,
+        "hidden_size": None,
+        "n_params": None,
+        "head_hash": None,
+        "weights_hash": None,
+        "duplicate_of": None,
+        "wall_time_s": None,
+    }
+
+
+def _hash_index(store: Store) -> dict[str, list[tuple[int, str]]]:
+    index: dict[str, list[tuple[int, str]]] = {}
+    for rec in store.records(KIND):
+        h = rec.results.get("weights_hash")
+        if h:
+            index.setdefault(h, []).append((int(rec.inputs.get("step", 0)), rec.key))
+    return index
+
+
+def _duplicate_of(index: dict[str, list[tuple[int, str]]], weights_hash: str | None, key: str) -> str | None:
+    """The stored record with the same weights (lowest step, then key), other than ``key`` itself."""
+    if not weights_hash:
+        return None
+    others = sorted(x for x in index.get(weights_hash, []) if x[1] != key)
+    return others[0][1] if others else None
+
+
+def todo_checkpoints(store: Store, models: Sequence[SweepModel], retry_failed: bool) -> tuple[list[tuple[SweepModel, Checkpoint]], int]:
+    """(checkpoints still to measure in sweep order, number skipped because done)."""
+    todo, skipped = [], 0
+    for m in models:
+        for ckpt in m.checkpoints:
+            done = store.get(KIND, ckpt.key)
+            if done is None or (retry_failed and done.results.get("status") != "ok"):
+                todo.append((m, ckpt))
+            else:
+                skipped += 1
+    return todo, skipped
+
+
+def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings: SweepSettings, say: Callable[[str], None] | None = None) -> SweepSummary:
+    """Measure every checkpoint of ``plan`` not yet stored; one atomic record each (module docstring)."""
+    import torch
+
+    store = Store(output)
+    t_start = time.perf_counter()
+    samples: dict[str, TokenSample] = {}
+    by_fp: dict[str, TokenSample] = {}
+    for m in plan.models:
+        tok = plan.tokenizers[m.model]
+        if tok.fingerprint not in by_fp:
+            by_fp[tok.fingerprint] = get_token_sample(output, corpus, tok, settings.n_tokens, plan.seq_len, settings.seed)
+        samples[m.model] = by_fp[tok.fingerprint]
+
+    todo, skipped = todo_checkpoints(store, plan.models, settings.retry_failed)
+    summary = SweepSummary(total=skipped + len(todo), skipped=skipped)
+    index = _hash_index(store)
+    evict = not settings.keep_downloads
+    before: dict[str, set[str]] = {}
+    if evict:
+        for m in plan.models:
+            if m.source == "hub":
+                before[m.model] = hub_cached_commits(m.model)
+
+    def load(job: tuple[SweepModel, Checkpoint]) -> LoadedCheckpoint:
+        return load_checkpoint(job[1], settings, plan.device)
+
+    prefetcher = Prefetcher(todo, load, enabled=settings.prefetch)
+    for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo)):
+        t0 = time.perf_counter()
+        results = _empty_results()
+        arrays: dict[str, np.ndarray] | None = None
+        results["n_params"] = plan.n_params[m.model]
+        got = outcome.value
+        load_s = got.load_time_s if got is not None else 0.0
+        if got is None:
+            results["error"] = error_text(outcome.error or RuntimeError("not loaded"))
+        else:
+            results.update(
+                weights_hash=got.weights_hash, head_hash=got.head_hash, n_params=plan.n_params[m.model] or got.n_params,
+                hidden_size=got.loaded.hidden_size,
+            )
+            try:
+                measured, s = measure_checkpoint(got.loaded, samples[m.model], settings.batch_size, settings.layers, description=ckpt.key)
+                results.update(measured)
+                results["status"] = "ok"
+                arrays = {"singular_values": s}
+            except Exception as exc:  # a bad checkpoint is recorded, the sweep goes on
+                results["error"] = error_text(exc)
+            got.loaded.model = None
+        del got, outcome
+        results["duplicate_of"] = _duplicate_of(index, results["weights_hash"], ckpt.key)
+        results["wall_time_s"] = round(time.perf_counter() - t0 + load_s, 4)
+        store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
+        if results["weights_hash"]:
+            index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
+        summary.measured += 1
+        if results["status"] != "ok":
+            summary.failed.append(ckpt.key)
+            if say:
+                say(f"failed: {ckpt.key}: {results['error']}")
+        if results["duplicate_of"]:
+            summary.duplicates.append((ckpt.key, results["duplicate_of"]))
+            if say:
+                say(f"duplicate weights: {ckpt.key} has the same weights as {results['duplicate_of']}")
+        if evict and m.source == "hub":
+            prefetcher.after(lambda m=m, ckpt=ckpt: _evict(m.model, ckpt.revision, before.get(m.model, set())))
+        if plan.device == "cuda":
+            torch.cuda.empty_cache()
+    summary.wall_time_s = time.perf_counter() - t_start
+    return summary
+
+
+def _evict(repo: str, revision: str, keep: set[str]) -> None:
+    commit = hub_commit_of(repo, revision)
+    if commit and commit not in keep:
+        evict_hub_commit(commit)
+
+
+def sweep_records(output: str | Path) -> list[Record]:
+    """Every sweep record of a run directory (a clear error when there are none)."""
+    records = Store(output).records(KIND)
+    if not records:
+        raise UserError(f"'{output}' holds no sweep records ({Path(output) / KIND}); run `lmsat sweep ... -o {output}` first.")
+    return records
