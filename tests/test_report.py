@@ -34,32 +34,39 @@ def expected_dimension(s: np.ndarray, threshold: float) -> int:
 
 
 def write_test_data(run_dir: Path) -> dict[str, object]:
-    """Records for the kinds whose commands are not run here (clearly marked as test data)."""
+    """Records for the kinds whose commands are not run here, in those commands' schemas (marked test_data)."""
     from lmsat.store import Store
 
     store = Store(run_dir)
     t = {"test_data": True}
-    store.put("ngram", "brown-n5", {**t, "corpus": "brown", "n": 5, "tokenizer": "smollm2"},
-              {"n_tokens": 200000, "n_contexts": 150000, "frobenius_norm": float(np.linalg.norm(NGRAM_S))},
+    store.put("ngram", "brown|smollm2|n=5", {**t, "corpus": {"source": "/data/brown"}, "n": 5, "tokenizer": {"name": "smollm2"}},
+              {"n_tokens": 200000, "n_contexts": 150000, "frobenius_norm": float(np.linalg.norm(NGRAM_S)), "complete": True,
+               "dims_for_w_error": {"0.5": expected_dimension(NGRAM_S, 0.5), "0.1": expected_dimension(NGRAM_S, 0.1)}},
               arrays={"singular_values": NGRAM_S})
-    store.put("synth", "lang-r24", {**t, "rank": 24, "vocab_size": 256, "seed": 3}, {"rank": 24, "entropy": 2.3456})
+    lang = run_dir / "lang"
+    Store(lang).put("synth", "language", {**t, "rank": 24, "vocab": 256, "seed": 3}, {"rank": 24, "family": "low-rank-logits", "expected_entropy": 2.3456})
     steps = [0, 100, 200, 400, 800, 1600]
     losses = [6.0, 4.1, 3.512, 3.533, 3.61, 3.7031]
     entropies = [0.3, 0.25, 0.2, 1.9, 2.1, 2.2]
     aniso = [0.2, 0.3, 0.35, 0.5, 0.93, 0.95]
     for st, lo, en, an in zip(steps, losses, entropies, aniso):
-        store.put("sweep", f"EleutherAI/pythia-14m@step{st}",
-                  {**t, "model": "EleutherAI/pythia-14m", "revision": f"step{st}", "hidden_size": 128},
-                  {"step": st, "cross_entropy": lo, "singular_entropy": en, "last_layer_anisotropy": an})
-    store.put("train", "pythia-14m-on-lang", {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128, "synth": "lang-r24"},
-              {"final_loss": 3.7031})
-    store.put("saturation", "EleutherAI/pythia-14m", {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128},
-              {"best_step": 200, "best_loss": 3.512, "final_loss": 3.7031, "relative_rise": 3.7031 / 3.512 - 1})
-    store.put("scaling_fit", "pythia", {**t}, {"A": 119.09, "alpha": 0.246, "E": 1.69, "B": 410.7, "beta": 0.28})
+        store.put("sweep", f"EleutherAI/pythia-14m@step{st}", {**t, "model": "EleutherAI/pythia-14m", "revision": f"step{st}", "step": st},
+                  {"status": "ok", "cross_entropy": lo, "singular_entropy": en, "last_layer_anisotropy": an, "hidden_size": 128})
+    store.put("train", "pythia-14m", {**t, "model": "pythia-14m", "hidden_size": 128,
+                                      "data": {"corpus": {"source": str(lang / "corpus")}}},
+              {"hidden_size": 128, "final_eval_loss": 3.7031, "final_gap": 1.3575, "best_gap": 1.1664})
+    store.put("saturation", "EleutherAI/pythia-14m", {**t, "model": "EleutherAI/pythia-14m"},
+              {"best_step": 200, "best_loss": 3.512, "final_loss": 3.7031, "relative_rise": 3.7031 / 3.512 - 1, "saturates": True,
+               "collapse_step": 400, "collapse_rise": 2.0, "anisotropy_jump_step": 800, "anisotropy_rise": 0.75})
+    store.put("scaling_fit", "fit", {**t}, {"A": 119.09, "alpha": 0.246, "E": 1.69, "B": 410.7, "beta": 0.28})
     for r, loss in ((16, 4.4321), (32, 3.9876), (64, 3.6012), (128, 3.5874)):
-        store.put("rank_probe", f"EleutherAI/pythia-14m r={r}", {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128, "rank": r, "lr": 0.01},
-                  {"rank": r, "val_loss": loss, "val_accuracy": 0.3 - 0.0001 * r})
-    store.put("rank_probe_ref", "EleutherAI/pythia-14m", {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128}, {"val_loss": 3.5702})
+        for stage, lr in (("search", 0.003), ("final", 0.01)):
+            store.put("rank_probe", f"EleutherAI/pythia-14m|r={r}|lr={lr}|{stage}",
+                      {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128, "rank": r, "lr": lr, "stage": stage},
+                      {"stage": stage, "head": "low-rank", "rank": r, "lr": lr, "loss": loss if stage == "final" else None,
+                       "dev_loss": loss + 0.1, "accuracy": 0.3 - 0.0001 * r if stage == "final" else None})
+    store.put("rank_probe_ref", "EleutherAI/pythia-14m|full|lr=0.01|final", {**t, "model": "EleutherAI/pythia-14m", "hidden_size": 128},
+              {"stage": "final", "head": "full-rank", "rank": 128, "loss": 3.5702})
     store.put("downstream", "EleutherAI/pythia-14m@step200", {**t, "model": "EleutherAI/pythia-14m", "revision": "step200"},
               {"lambada_openai.acc": 0.1234, "sciq.acc": 0.5678})
     return {"steps": steps, "losses": losses}
@@ -79,7 +86,7 @@ def report_runs(tmp_path_factory, smollm2_hf, tiny_neox, brown_dir):
             assert exc.code in (0, None), f"lmsat {args[0]} failed"
     extra = tmp_path_factory.mktemp("extra_run")
     write_test_data(extra)
-    return real, extra
+    return real, extra, extra / "lang"
 
 
 class Tables(HTMLParser):
@@ -141,7 +148,7 @@ def html_report(report_runs, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("report") / "report.html"
     try:
-        main(["report", str(report_runs[0]), str(report_runs[1]), "-o", str(out)])
+        main(["report", *map(str, report_runs), "-o", str(out)])
     except SystemExit as exc:
         assert exc.code in (0, None)
     return out
@@ -192,9 +199,9 @@ def test_other_kinds_tables_hold_the_test_data(html_report, report_runs):
     sweep = page.frame("sweep")
     assert [int(x) for x in sweep["step"]] == [0, 100, 200, 400, 800, 1600]
     assert all(close(c, v) for c, v in zip(sweep["loss"], [6.0, 4.1, 3.512, 3.533, 3.61, 3.7031]))
-    probe = page.frame("rank_probe")
-    assert [int(x) for x in probe["rank r"]] == [16, 32, 64, 128]
-    assert close(probe["val loss"].iloc[0], 4.4321)
+    probe = page.frame("rank_probe")  # final runs only, not the learning-rate search
+    assert [int(x) for x in probe["rank"]] == [16, 32, 64, 128]
+    assert close(probe["loss"].iloc[0], 4.4321) and close(probe["lr"].iloc[0], 0.01)
     fit = page.frame("scaling_fit")
     assert close(fit["A"].iloc[0], 119.09) and close(fit["alpha"].iloc[0], 0.246)
     down = page.frame("downstream")
@@ -202,7 +209,7 @@ def test_other_kinds_tables_hold_the_test_data(html_report, report_runs):
     ngram = page.frame("ngram")
     assert int(ngram["dim at W-error 0.5"].iloc[0]) == expected_dimension(NGRAM_S, 0.5)
     assert int(ngram["dim at W-error 0.1"].iloc[0]) == expected_dimension(NGRAM_S, 0.1)
-    assert close(page.frame("synth")["entropy"].iloc[0], 2.3456)
+    assert close(page.frame("synth")["expected_entropy"].iloc[0], 2.3456)
 
 
 def test_diagnosis_compares_d_with_the_data_dimension(html_report):
@@ -218,7 +225,7 @@ def test_diagnosis_compares_d_with_the_data_dimension(html_report):
     tiny = [m for m in by_model.index if m.startswith("tiny_neox")]
     assert tiny and by_model.loc[tiny[0], "bottleneck"] == "binding"
     assert int(by_model.loc["smollm2-hf", "dim@0.5"]) == dim5 and int(by_model.loc["smollm2-hf", "dim@0.1"]) == dim1
-    assert int(by_model.loc["pythia-14m", "known rank"]) == 24  # trained on the synthetic language (train record)
+    assert int(by_model.loc["pythia-14m", "known rank"]) == 24  # trained on lang/corpus (train record)
     assert by_model.loc["smollm2-hf", "known rank"] == "–"  # not trained on it: no known rank applies
     text = html_report.read_text()
     assert "arXiv 2602.20433" in text
@@ -240,7 +247,7 @@ def test_csv_tables_next_to_the_report_equal_the_records(html_report, report_run
 def test_markdown_report_links_existing_figures(report_runs, tmp_path, cli):
     out = tmp_path / "paper" / "report.md"
     out.parent.mkdir()
-    r = cli("report", report_runs[0], report_runs[1], "-o", out, "--markdown")
+    r = cli("report", *report_runs, "-o", out, "--markdown")
     assert r.code == 0, r.stderr
     text = out.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)

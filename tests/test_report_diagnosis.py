@@ -48,12 +48,6 @@ def test_unreached_threshold_counts_as_binding(store):
     assert f.status == dg.BINDING and f.numbers["data dimension at W-error 0.5"] == "> 1"
 
 
-def test_largest_jump_step():
-    steps = np.array([0, 10, 20, 40, 80.0])
-    assert dg.largest_jump_step(steps, np.array([1.0, 1.2, 0.9, 3.0, 3.1])) == (40.0, pytest.approx(2.1))
-    assert dg.largest_jump_step(steps, np.array([1.0, np.nan, np.nan, np.nan, np.nan])) == (None, None)
-
-
 def test_sweep_finding_names_saturation_collapse_and_jump(store):
     steps, loss = [0, 1000, 2000, 4000, 8000], [7.0, 4.0, 3.6, 3.75, 3.96]
     ent, aniso = [0.5, 0.4, 0.3, 2.5, 2.6], [0.1, 0.2, 0.4, 0.5, 0.97]
@@ -64,16 +58,37 @@ def test_sweep_finding_names_saturation_collapse_and_jump(store):
     n = f.numbers
     assert n["best step"] == 2000 and n["best loss (nats/token)"] == 3.6 and n["final loss (nats/token)"] == 3.96
     assert n["relative rise final/best - 1"] == pytest.approx(3.96 / 3.6 - 1)
-    assert n["spectrum-collapse step"] == 4000 and n["singular-entropy rise there"] == pytest.approx(2.2)
-    assert n["last-layer anisotropy jump step"] == 8000 and n["anisotropy rise there"] == pytest.approx(0.47)
+    # lmsat saturation's jump rule: the first step after the last one below half the rise (lo + (max - lo) / 2).
+    # Entropy: lo .3, max 2.6, half 1.45 -> last below is step 2000 -> jump at 4000, rise 2.3.
+    assert n["spectrum-collapse step"] == 4000 and n["singular-entropy rise (nats)"] == pytest.approx(2.3)
+    # Anisotropy: lo .1, max .97, half .535 -> last below is step 4000 -> jump at 8000, rise .87.
+    assert n["last-layer anisotropy jump step"] == 8000 and n["anisotropy rise"] == pytest.approx(0.87)
     assert "saturates" in f.verdict and "coincides with the saturation point" in f.verdict
 
 
+def test_sweep_finding_prefers_the_saturation_record_and_skips_failed_checkpoints(store):
+    recs = [store.put("sweep", f"m@step{s}", {"model": "m", "revision": f"step{s}", "step": s},
+                      {"status": "ok", "cross_entropy": 3.0 + s / 1000, "singular_entropy": 0.1, "last_layer_anisotropy": 0.1})
+            for s in (0, 1000, 2000)]
+    recs.append(store.put("sweep", "m@step3000", {"model": "m", "revision": "step3000", "step": 3000},
+                          {"status": "failed", "cross_entropy": None}))
+    assert dg.sweep_series(recs)["step"].tolist() == [0, 1000, 2000]
+    sat = store.put("saturation", "m", {"model": "m"}, {"best_step": 1000, "best_loss": 2.5, "final_loss": 2.75,
+                                                        "relative_rise": 0.1, "saturates": True, "collapse_step": 2000, "collapse_rise": 1.5})
+    n = dg.sweep_finding("m", recs, sat).numbers
+    assert n["best step"] == 1000 and n["relative rise final/best - 1"] == 0.1 and n["spectrum-collapse step"] == 2000
+
+
 def test_rank_probe_gap_at_d_and_rank_needed(store):
-    probes = [store.put("rank_probe", f"m r={r}", {"model": "m", "hidden_size": 64, "rank": r}, {"val_loss": lo})
+    probes = [store.put("rank_probe", f"m|r={r}|final", {"model": "m", "hidden_size": 64, "rank": r}, {"stage": "final", "rank": r, "loss": lo})
               for r, lo in ((8, 5.0), (16, 4.2), (32, 4.02), (64, 4.001), (128, 4.0))]
-    ref = store.put("rank_probe_ref", "m", {"model": "m", "hidden_size": 64}, {"val_loss": 3.99})
-    f = dg.rank_probe_finding(64, probes, [ref])
+    # a learning-rate search run is not a result, even with a low loss
+    probes.append(store.put("rank_probe", "m|r=8|search", {"model": "m", "rank": 8}, {"stage": "search", "rank": 8, "loss": 1.0}))
+    own = store.put("rank_probe_ref", "m|own-head", {"model": "m", "hidden_size": 64}, {"head": "own", "loss": 3.5})
+    ref = store.put("rank_probe_ref", "m|full|final", {"model": "m", "hidden_size": 64}, {"head": "full-rank", "stage": "final", "loss": 3.99})
+    assert dg.rank_probe_points(probes)[0] == (8, 5.0, None)
+    f = dg.rank_probe_finding(64, probes, [own, ref])  # the trained full-rank head is the reference, not the own head
+    assert f.numbers["loss of full-rank head"] == 3.99
     assert f.numbers["gap at r = 64 (nats)"] == pytest.approx(4.001 - 3.99)
     assert f.numbers["smallest rank within 0.05 nats of full rank"] == 32  # 4.02 - 3.99 = .03 <= .05; 4.2 - 3.99 > .05
     assert f.status == dg.NOT_BINDING
@@ -106,3 +121,29 @@ def test_caveats_for_quantized_and_instruction_tuned_models():
     gguf = dg.model_caveats({"model": "/x/smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"})
     assert any("quantized" in c for c in gguf) and any("instruction-tuned" in c for c in gguf)
     assert dg.model_caveats({"model": "EleutherAI/pythia-160m", "revision": "step1000"}) == []
+
+
+def test_checkpoint_folders_are_their_model():
+    assert dg.model_name({"model": "/runs/fam/gpt-neox-d64-l2/step400"}) == "gpt-neox-d64-l2"
+    assert dg.model_name({"model": "EleutherAI/pythia-70m", "revision": "step1000"}) == "pythia-70m"
+    assert dg.model_name({"model": "/x/smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}) == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_language_is_linked_by_the_training_corpus_path(tmp_path):
+    lang = Store(tmp_path / "lang").put("synth", "language", {"rank": 8}, {"rank": 8})
+    assert dg.trained_on(lang, [{"data": {"corpus": {"source": str(tmp_path / "lang" / "corpus")}}}])
+    assert not dg.trained_on(lang, [{"data": {"corpus": {"source": str(tmp_path / "other" / "corpus")}}}])
+
+
+def test_ngram_of_another_vocabulary_is_not_compared(store):
+    ng = store.put("ngram", "c", {"corpus": {"source": "/d/lang/corpus"}, "tokenizer": {"vocab_size": 257, "fingerprint": "abc"}},
+                   {}, arrays={"singular_values": S_SMALL})
+    assert dg.same_vocabulary(ng, 49152, None) is False
+    assert dg.same_vocabulary(ng, 257, None) is True and dg.same_vocabulary(ng, 320, None) is True  # padded embedding
+    assert dg.same_vocabulary(ng, 257, "zzz") is False and dg.same_vocabulary(ng, None, None) is None
+    big = store.put("head", "big", {"model": "big", "hidden_size": 8}, {"singular_entropy": 0.1, "max_singular_entropy": 2.0, "head": {"vocab_rows": 49152}})
+    small = store.put("head", "small", {"model": "small", "hidden_size": 8}, {"singular_entropy": 0.1, "max_singular_entropy": 2.0, "head": {"vocab_rows": 257}})
+    diags = {m.model: m for m in dg.diagnose({"ngram": [ng], "head": [big, small]})}
+    assert "data dimension" not in [f.topic for f in diags["big"].findings]
+    assert any("another vocabulary" in c for c in diags["big"].caveats)
+    assert [f.status for f in diags["small"].findings if f.topic == "data dimension"] == [dg.NOT_BINDING]  # d = 8 >= dim(0.1) = 5

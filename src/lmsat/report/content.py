@@ -152,25 +152,23 @@ def sweep_frame(records: list[Record]) -> pd.DataFrame:
 
 
 def rank_probe_frame(records: list[Record]) -> pd.DataFrame:
+    """Final runs of the rank probe (and references), as ``lmsat rank-probe`` tabulates them; search runs left out."""
     rows = []
     for rec in records:
-        row = {"model": dg.model_name(rec.inputs), "d": dg.hidden_size_of(rec),
-               "rank r": dg._int(dg._first(rec.results, "rank", "r")) or dg._int(dg._first(rec.inputs, "rank", "r"))}
-        for k in ("lr", "learning_rate", "peak_lr"):
-            v = dg._first(rec.inputs, k)
-            if v is None:
-                v = dg._first(rec.results, k)
-            if v is not None:
-                row["lr"] = v
-                break
-        for label, names in (("val loss", ("val_loss", "validation_loss", "loss", "final_loss")),
-                             ("val accuracy", ("val_accuracy", "accuracy", "top1_accuracy", "top1")),
-                             ("tokens trained", ("tokens_trained", "train_tokens", "tokens"))):
-            row[label] = dg._first(rec.results, *names)
-        rows.append(row)
+        res = rec.results
+        if res.get("stage", "final") != "final" and res.get("head") != "own":
+            continue
+        rows.append({
+            "model": dg.model_name(rec.inputs), "d": dg.hidden_size_of(rec), "head": res.get("head"),
+            "rank": dg._int(dg._first(res, "rank", "r")) or dg._int(dg._first(rec.inputs, "rank", "r")),
+            "lr": dg._first(res, "lr") if dg._first(res, "lr") is not None else rec.inputs.get("lr"),
+            "loss": dg._first(res, "loss", "val_loss", "validation_loss"),
+            "accuracy": dg._first(res, "accuracy", "val_accuracy"),
+            "w_error": res.get("w_error"), "tokens_seen": res.get("tokens_seen"), "eval_tokens": res.get("eval_tokens"),
+        })
     frame = pd.DataFrame(rows)
-    if len(frame) and "rank r" in frame:
-        frame = frame.sort_values(["model", "rank r"], na_position="last").reset_index(drop=True)
+    if len(frame):
+        frame = frame.sort_values(["model", "rank"], na_position="last").reset_index(drop=True)
     return frame.dropna(axis=1, how="all") if len(frame) else frame
 
 
@@ -286,9 +284,12 @@ def rank_probe_figure(probes: list[Record], refs: list[Record], diags: list[dg.M
         if pts:
             series.append((name, np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)))
     for rec in refs:
-        loss = dg._num(dg._first(rec.results, "val_loss", "validation_loss", "loss", "final_loss"))
+        if rec.results.get("stage", "final") != "final" and rec.results.get("head") != "own":
+            continue
+        loss = dg._num(dg._first(rec.results, "loss", "val_loss", "validation_loss"))
         if loss is not None:
-            hlines.append((loss, f"full rank ({dg.model_name(rec.inputs)})"))
+            what = "own head" if rec.results.get("head") == "own" else "full rank"
+            hlines.append((loss, f"{what} ({dg.model_name(rec.inputs)})"))
     if not series:
         return None
     return _plot_lines(path, "Rank-constrained heads on frozen representations", "rank r of the head W = AB",
@@ -458,7 +459,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         if r.get("rank_probe"):
             sec.tables.append(Table("rank_probe", "Rank-probe results", rank_probe_frame(r["rank_probe"])))
         if r.get("rank_probe_ref"):
-            sec.tables.append(Table("rank_probe_ref", "Full-rank reference heads", generic_table(r["rank_probe_ref"], ("model",))))
+            sec.tables.append(Table("rank_probe_ref", "References: full-rank trained head and the model's own head", rank_probe_frame(r["rank_probe_ref"])))
         sections.append(sec)
 
     if r.get("downstream"):

@@ -35,6 +35,7 @@ study's figures, not values the study defines.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,8 @@ CONTESTED = (
     "that low-rank heads co-occur with, but do not always cause, late-training degradation. Read these findings "
     "as consistent with a bottleneck, not as proof of one."
 )
+
+_CHECKPOINT_DIR = re.compile(r"(?:step[-_]?|checkpoint-)\d+")
 
 BINDING, PARTIAL, NOT_BINDING, INFO, UNKNOWN = "binding", "partly binding", "not binding", "info", "inconclusive"
 
@@ -110,7 +113,11 @@ def model_name(inputs: dict[str, Any]) -> str:
     if inputs.get("gguf_file"):
         return PurePath(str(inputs["gguf_file"])).stem
     name = str(inputs.get("model") or inputs.get("name") or "?").rstrip("/")
-    return name.split("/")[-1] or name
+    parts = [p for p in name.split("/") if p]
+    # A checkpoint folder (``fam/model/step400``, as lmsat train writes) is the model at that step.
+    if len(parts) > 1 and _CHECKPOINT_DIR.fullmatch(parts[-1]):
+        parts = parts[:-1]
+    return parts[-1] if parts else name
 
 
 def hidden_size_of(rec: Record) -> int | None:
@@ -165,7 +172,7 @@ def dimension_at(rec: Record, threshold: float) -> tuple[int | None, bool]:
     curve ends above the threshold: the dimension is then only known to exceed its length.
     """
     res = rec.results
-    dims = res.get("dimensions") or res.get("dimension_for_w_error") or {}
+    dims = res.get("dims_for_w_error") or res.get("dimensions") or {}
     if isinstance(dims, dict):
         for k, v in dims.items():
             if _num(k) is not None and abs(float(k) - threshold) < 1e-9:
@@ -200,11 +207,14 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def data_dimension_findings(d: int, ngram_records: list[Record], model_tokenizer: str | None) -> list[Finding]:
-    """d against each corpus's n-gram dimension at W-error 0.5 and 0.1 (SPEC 2.7)."""
+def data_dimension_findings(d: int, ngram_records: list[Record], checked: list[bool | None] | None = None) -> list[Finding]:
+    """d against each corpus's n-gram dimension at W-error 0.5 and 0.1 (SPEC 2.7).
+
+    ``checked[i]`` says whether record i's tokenizer is known to be the model's (None: unknown).
+    """
     out = []
     hi, lo = W_ERROR_THRESHOLDS
-    for rec in ngram_records:
+    for i, rec in enumerate(ngram_records):
         dim_hi, exact_hi = dimension_at(rec, hi)
         dim_lo, exact_lo = dimension_at(rec, lo)
         if dim_hi is None:
@@ -246,28 +256,45 @@ def data_dimension_findings(d: int, ngram_records: list[Record], model_tokenizer
             + (f" This matrix was built from {int(n_tokens)} tokens" if n_tokens else "")
             + (f" ({int(n_ctx)} contexts)." if n_ctx and n_tokens else "." if n_tokens else "")
         )
-        tok = _first(rec.inputs, "tokenizer", "tokenizer_name")
-        if model_tokenizer and tok and str(tok) != str(model_tokenizer):
-            caveats.append(f"The n-gram matrix uses tokenizer {tok}, not the model's ({model_tokenizer}); dimensions compare only roughly.")
+        if checked is not None and checked[i] is None:
+            caveats.append("The records do not say whether this n-gram matrix used the model's tokenizer; "
+                           "dimensions of different vocabularies compare only roughly.")
         out.append(Finding("data dimension", status, verdict, numbers, [(rec.kind, rec.key)], caveats))
     return out
 
 
-def known_rank_finding(d: int, synth: Record) -> Finding | None:
-    """d against the exact rank of a synthetic language's next-token log-probability matrix."""
+def known_rank_finding(d: int, synth: Record, train: Record | None = None) -> Finding | None:
+    """d against the exact rank R of a synthetic language (SPEC section 3, ground truth).
+
+    With the model's ``train`` record, the evidence adds its held-out loss and the gap to the
+    language's true entropy (the best loss any model can reach), in nats/token.
+    """
     rank = _int(_first(synth.results, "rank", "true_rank", "known_rank")) or _int(_first(synth.inputs, "rank", "true_rank"))
     if rank is None:
         return None
-    numbers = {"hidden size d": d, "generator rank": rank}
-    for k in ("entropy", "conditional_entropy", "entropy_rate", "optimal_loss", "min_loss"):
-        v = _num(synth.results.get(k))
-        if v is not None:
-            numbers[f"ground-truth {k.replace('_', ' ')} (nats)"] = v
+    numbers: dict[str, Any] = {"hidden size d": d, "generator rank": rank}
+    family = _first(synth.results, "family") or _first(synth.inputs, "family")
+    if family:
+        numbers["language family"] = family
+    entropy = _num(_first(synth.results, "expected_entropy", "true_entropy", "entropy"))
+    if entropy is not None:
+        numbers["true entropy (nats/token)"] = entropy
+    if train is not None:
+        r = train.results
+        for label, key in (("final held-out loss", "final_eval_loss"), ("best held-out loss", "best_eval_loss"),
+                           ("final gap to true entropy", "final_gap"), ("best gap to true entropy", "best_gap")):
+            if _num(r.get(key)) is not None:
+                numbers[f"{label} (nats/token)"] = _num(r.get(key))
     if d < rank:
         status, verdict = BINDING, f"d = {d} is below the generator's exact rank {rank}: no rank-{d} head can express this language; the model must underperform its ground-truth entropy."
     else:
         status, verdict = NOT_BINDING, f"d = {d} is at least the generator's exact rank {rank}: the head's rank is sufficient for this language."
-    return Finding("known rank", status, verdict, numbers, [(synth.kind, synth.key)], [])
+    caveats = []
+    if family == "low-rank-probs":
+        caveats.append("In this family P itself has rank R but log P (what a softmax head must express) generally does not: "
+                       "even d >= R may leave a gap.")
+    sources = [(synth.kind, synth.key)] + ([(train.kind, train.key)] if train is not None else [])
+    return Finding("known rank", status, verdict, numbers, sources, caveats)
 
 
 def head_finding(rec: Record) -> Finding:
@@ -325,43 +352,52 @@ def _int(value: Any) -> int | None:
     return int(v) if v is not None else None
 
 
+def usable_sweep(records: list[Record]) -> list[Record]:
+    """Sweep records that measured a checkpoint (status ok, or no status) and are not duplicates of another revision."""
+    return [r for r in records if r.results.get("status", "ok") == "ok" and not r.results.get("duplicate_of")]
+
+
 def sweep_series(records: list[Record]) -> dict[str, np.ndarray]:
-    """Per-checkpoint series of one model's sweep records, sorted by step: step, loss, singular entropy, last-layer anisotropy."""
+    """Per-checkpoint series of one model's usable sweep records, sorted by step: step, loss, singular entropy, last-layer anisotropy."""
     rows = []
-    for rec in records:
+    for rec in usable_sweep(records):
         r, i = rec.results, rec.inputs
-        step = _num(_first(r, "step", "training_step")) if _first(r, "step", "training_step") is not None else _num(_first(i, "step", "training_step"))
+        step = _num(_first(i, "step")) if _first(i, "step") is not None else _num(_first(r, "step"))
         if step is None:
             step = _step_from_revision(i.get("revision"))
         if step is None:
             continue
-        rows.append((
-            step,
-            _num(_first(r, "cross_entropy", "loss")),
-            _num(_first(r, "singular_entropy")),
-            _num(_first(r, "last_layer_anisotropy")),
-        ))
+        rows.append((step, _num(_first(r, "cross_entropy", "loss")), _num(r.get("singular_entropy")), _num(r.get("last_layer_anisotropy"))))
     rows.sort(key=lambda t: t[0])
     as_arr = lambda j: np.array([np.nan if t[j] is None else t[j] for t in rows], dtype=np.float64)  # noqa: E731
     return {"step": as_arr(0), "loss": as_arr(1), "singular_entropy": as_arr(2), "last_layer_anisotropy": as_arr(3)}
 
 
 def _step_from_revision(revision: Any) -> float | None:
-    import re
-
-    m = re.fullmatch(r"(?:step|checkpoint-?)(\d+)", str(revision or ""))
-    return float(m.group(1)) if m else None
+    m = _CHECKPOINT_DIR.fullmatch(str(revision or ""))
+    return float(re.sub(r"\D", "", m.group(0))) if m else None
 
 
-def largest_jump_step(steps: np.ndarray, values: np.ndarray) -> tuple[float | None, float | None]:
-    """(step, size) of the largest increase of ``values`` between consecutive checkpoints (the later step)."""
-    ok = np.isfinite(values)
-    s, v = steps[ok], values[ok]
-    if len(v) < 2:
-        return None, None
-    diffs = np.diff(v)
-    i = int(np.argmax(diffs))
-    return float(s[i + 1]), float(diffs[i])
+def saturation_summary(records: list[Record], saturation: Record | None) -> dict[str, Any]:
+    """Best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps of one model.
+
+    From the model's ``saturation`` record when there is one (``lmsat saturation``), else with
+    the same definitions (:mod:`lmsat.experiments.saturation`) applied to the stored sweep numbers.
+    """
+    from lmsat.experiments import saturation as sat
+
+    if saturation is not None:
+        return dict(saturation.results)
+    series = sweep_series(records)
+    ok = np.isfinite(series["loss"])
+    if not ok.any():
+        return {}
+    out: dict[str, Any] = sat.saturation_point(series["step"][ok].astype(int), series["loss"][ok])
+    out["saturates"] = out["relative_rise"] > sat.DEFAULT_MAX_RISE
+    out["collapse_step"], out["collapse_rise"] = sat.jump_step(series["step"][ok].astype(int), series["singular_entropy"][ok], sat.DEFAULT_MIN_ENTROPY_RISE)
+    out["anisotropy_jump_step"], out["anisotropy_rise"] = sat.jump_step(
+        series["step"][ok].astype(int), series["last_layer_anisotropy"][ok], sat.DEFAULT_MIN_ANISOTROPY_RISE)
+    return out
 
 
 def sweep_finding(model: str, records: list[Record], saturation: Record | None) -> Finding | None:
@@ -370,46 +406,40 @@ def sweep_finding(model: str, records: list[Record], saturation: Record | None) 
     steps = series["step"]
     if len(steps) < 2:
         return None
-    loss = series["loss"]
-    numbers: dict[str, Any] = {"checkpoints": len(steps)}
-    if saturation is not None:
-        s = saturation.results
-        best_step, best_loss, final_loss, rise = (_num(_first(s, "best_step")), _num(_first(s, "best_loss")),
-                                                 _num(_first(s, "final_loss")), _num(_first(s, "relative_rise", "rise")))
-    else:
-        best_step = best_loss = final_loss = rise = None
-    if best_step is None and np.isfinite(loss).any():
-        i = int(np.nanargmin(loss))
-        best_step, best_loss = float(steps[i]), float(loss[i])
-        final_loss = float(loss[np.isfinite(loss)][-1])
-        rise = final_loss / best_loss - 1 if best_loss else None
-    numbers.update({"best step": best_step, "best loss (nats/token)": best_loss, "final loss (nats/token)": final_loss,
-                    "relative rise final/best - 1": rise})
-    collapse_step, collapse_size = largest_jump_step(steps, series["singular_entropy"])
-    jump_step, jump_size = largest_jump_step(steps, series["last_layer_anisotropy"])
-    numbers.update({"spectrum-collapse step": collapse_step, "singular-entropy rise there": collapse_size,
-                    "last-layer anisotropy jump step": jump_step, "anisotropy rise there": jump_size})
-    saturated = rise is not None and rise > SATURATION_RISE
+    s = saturation_summary(records, saturation)
+    best_step, best_loss, final_loss, rise = (_num(s.get("best_step")), _num(s.get("best_loss")), _num(s.get("final_loss")),
+                                             _num(s.get("relative_rise")))
+    collapse, collapse_rise = _num(s.get("collapse_step")), _num(s.get("collapse_rise"))
+    jump, jump_rise = _num(s.get("anisotropy_jump_step")), _num(s.get("anisotropy_rise"))
+    numbers: dict[str, Any] = {
+        "checkpoints": len(steps), "best step": best_step, "best loss (nats/token)": best_loss,
+        "final loss (nats/token)": final_loss, "relative rise final/best - 1": rise,
+        "spectrum-collapse step": collapse, "singular-entropy rise (nats)": collapse_rise,
+        "last-layer anisotropy jump step": jump, "anisotropy rise": jump_rise,
+    }
+    saturated = bool(s.get("saturates")) if s.get("saturates") is not None else (rise is not None and rise > SATURATION_RISE)
     parts = []
     if rise is None:
         parts.append("The sweep has no loss, so saturation cannot be judged.")
     elif saturated:
-        parts.append(f"The model saturates: its loss is lowest at step {_fmt(best_step)} ({best_loss:.4g}) and ends {rise:.1%} higher ({final_loss:.4g}).")
+        parts.append(f"The model saturates: its loss is lowest at step {_fmt(best_step)} ({best_loss:.4g} nats/token) and ends "
+                     f"{rise:.1%} higher ({final_loss:.4g}).")
     else:
         parts.append(f"No saturation: the final loss ({final_loss:.4g}) is within {SATURATION_RISE:.0%} of the best ({best_loss:.4g}).")
-    if collapse_step is not None:
-        parts.append(f"Singular entropy rises most at step {_fmt(collapse_step)} (+{collapse_size:.3g} nats).")
-    if jump_step is not None:
-        parts.append(f"Last-layer anisotropy jumps most at step {_fmt(jump_step)} (+{jump_size:.3g}).")
-    if saturated and best_step is not None and collapse_step is not None:
-        near = _near(collapse_step, best_step, steps)
-        parts.append("The collapse coincides with the saturation point, as the study reports." if near else
+    if collapse is not None:
+        parts.append(f"The head spectrum collapses at step {_fmt(collapse)} (singular entropy +{collapse_rise:.3g} nats).")
+    else:
+        parts.append("The head spectrum never collapses (no jump of singular entropy).")
+    if jump is not None:
+        parts.append(f"Last-layer anisotropy jumps at step {_fmt(jump)} (+{jump_rise:.3g}).")
+    if saturated and best_step is not None and collapse is not None:
+        parts.append("The collapse coincides with the saturation point, as the study reports." if _near(collapse, best_step, steps) else
                      "The collapse does not coincide with the saturation point.")
     caveats = ["One training run: a second seed (e.g. PolyPythias, arXiv 2503.09543) is needed to tell a systematic effect from noise."]
     if len(steps) < 8:
         caveats.append(f"Only {len(steps)} checkpoints: the steps of collapse and jump are known only to the spacing between checkpoints.")
-    status = INFO
-    return Finding("saturation over training", status, " ".join(parts), numbers, [(r.kind, r.key) for r in records], caveats)
+    return Finding("saturation over training", INFO, " ".join(parts), numbers,
+                   [(r.kind, r.key) for r in records] + ([(saturation.kind, saturation.key)] if saturation else []), caveats)
 
 
 def _near(a: float, b: float, steps: np.ndarray) -> bool:
@@ -422,6 +452,8 @@ def rank_probe_points(records: list[Record]) -> list[tuple[int, float, float | N
     """(rank r, validation loss, accuracy) for each probe record, best loss per rank, sorted by r."""
     best: dict[int, tuple[float, float | None]] = {}
     for rec in records:
+        if rec.results.get("stage", "final") != "final":  # learning-rate search runs are not results
+            continue
         r = _int(_first(rec.results, "rank", "r")) or _int(_first(rec.inputs, "rank", "r"))
         loss = _num(_first(rec.results, "val_loss", "validation_loss", "loss", "final_loss"))
         acc = _num(_first(rec.results, "val_accuracy", "accuracy", "top1_accuracy", "top1"))
@@ -437,12 +469,14 @@ def rank_probe_finding(d: int, probes: list[Record], refs: list[Record]) -> Find
     points = rank_probe_points(probes)
     if not points:
         return None
-    ref_loss = None
-    for rec in refs:
+    ref_loss, full_label = None, "full-rank head"
+    finals = [r for r in refs if r.results.get("stage", "final") == "final"]
+    # A trained full-rank probe is the like-for-like reference; the model's own head is the fallback.
+    for rec in sorted(finals, key=lambda r: r.results.get("head") == "own"):
         ref_loss = _num(_first(rec.results, "val_loss", "validation_loss", "loss", "final_loss"))
         if ref_loss is not None:
+            full_label = "model's own head" if rec.results.get("head") == "own" else "full-rank head"
             break
-    full_label = "full-rank head"
     if ref_loss is None:  # the largest probed rank stands in for full rank
         ref_loss, full_label = points[-1][1], f"largest probed rank r = {points[-1][0]}"
     at_d = [p for p in points if p[0] <= d]
@@ -470,13 +504,34 @@ def rank_probe_finding(d: int, probes: list[Record], refs: list[Record]) -> Find
 
 
 def _corpus_label(rec: Record) -> str:
+    """A corpus's short name: its file or folder name, with the parent for lmsat synth's ``LANG/corpus``."""
     c = _first(rec.inputs, "corpus", "data", "source")
     if isinstance(c, dict):
         c = _first(c, "source", "name")
     if c is None:
-        return rec.key
-    text = str(c).rstrip("/")
-    return text.split("/")[-1] or text
+        return rec.key.split("|")[0]
+    parts = [p for p in str(c).rstrip("/").split("/") if p]
+    if len(parts) > 1 and parts[-1] in ("corpus", "heldout", "text", "data", "train"):
+        return "/".join(parts[-2:])
+    return parts[-1] if parts else str(c)
+
+
+def _vocab_of_ngram(rec: Record) -> tuple[int | None, str | None]:
+    tok = rec.inputs.get("tokenizer")
+    if isinstance(tok, dict):
+        return _int(tok.get("vocab_size")), tok.get("fingerprint")
+    return _int(_first(rec.results, "vocab_size")), None
+
+
+def same_vocabulary(ngram: Record, vocab: int | None, fingerprint: str | None) -> bool | None:
+    """Whether an n-gram matrix's tokenizer is the model's: by fingerprint, else by vocabulary size
+    (a model's embedding may be padded a little beyond its tokenizer); None when unknown."""
+    nv, nfp = _vocab_of_ngram(ngram)
+    if fingerprint and nfp:
+        return fingerprint == nfp
+    if vocab and nv:
+        return nv <= vocab <= nv + max(128, nv // 50)
+    return None
 
 
 def _strings(obj: Any) -> list[str]:
@@ -488,15 +543,28 @@ def _strings(obj: Any) -> list[str]:
 
 
 def trained_on(synth: Record, model_facts: list[dict[str, Any]]) -> bool:
-    """Whether a model's inputs (or its train record) name this synthetic language: its key or name, or a path to it."""
-    from pathlib import PurePath
+    """Whether a model's inputs (or its train record) point at this synthetic language.
+
+    True when one of their strings is a path inside the language's folder (the folder
+    holding ``synth/<key>.json``, as ``lmsat synth -o LANG`` writes it, e.g. its
+    ``LANG/corpus``), or names the language's key or name.
+    """
+    from pathlib import Path, PurePath
 
     from lmsat.store import slugify
 
     ids = {x for x in (synth.key, slugify(synth.key), synth.inputs.get("name"), synth.results.get("name")) if isinstance(x, str) and x}
+    ids.discard("language")  # lmsat synth's fixed key says nothing about which language
+    folder = synth.path.parent.parent.resolve() if synth.path is not None else None
     for text in (t for facts in model_facts for t in _strings(facts)):
         if text in ids or any(part in ids for part in PurePath(text).parts):
             return True
+        if folder is not None and "/" in text:
+            try:
+                if Path(text).resolve().is_relative_to(folder):
+                    return True
+            except (OSError, ValueError):
+                continue
     return False
 
 
@@ -529,6 +597,11 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
                                      "saturation": None, "probe": [], "ref": [], "train": None})
         if e["d"] is None:
             e["d"] = hidden_size_of(rec)
+        if e.get("vocab") is None:
+            head = rec.results.get("head")
+            e["vocab"] = _int(_first(rec.inputs, "vocab_size")) or (_int(head.get("vocab_rows")) if isinstance(head, dict) else None)
+        if e.get("tokenizer_fp") is None:
+            e["tokenizer_fp"] = _first(rec.inputs, "tokenizer_fingerprint")
         return e
 
     for rec in records.get("head", []):
@@ -558,10 +631,14 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
             for s in synths:
                 if not trained_on(s, [e["inputs"]] + ([e["train"].inputs, e["train"].results] if e["train"] else [])):
                     continue
-                f = known_rank_finding(d, s)
+                f = known_rank_finding(d, s, e["train"])
                 if f:
                     diag.findings.append(f)
-            diag.findings.extend(data_dimension_findings(d, ngrams, _first(e["inputs"], "tokenizer")))
+            matching = [n for n in ngrams if same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) is not False]
+            other = [_corpus_label(n) for n in ngrams if n not in matching]
+            diag.findings.extend(data_dimension_findings(d, matching, checked=[same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) for n in matching]))
+            if other:
+                diag.caveats.append(f"Not compared with the n-gram dimension of {', '.join(other)}: that corpus was tokenised with another vocabulary.")
             if not ngrams and not synths:
                 diag.findings.append(Finding(
                     "data dimension", UNKNOWN,
