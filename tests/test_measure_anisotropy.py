@@ -45,14 +45,22 @@ def test_closed_form_equals_pairwise_on_larger_random_sets():
 
 def test_streamed_accumulator_equals_one_shot():
     rng = np.random.default_rng(1)
-    h = torch.from_numpy(rng.normal(size=(4, 37, 16)).astype(np.float32))
+    h = torch.from_numpy(rng.normal(size=(4, 37, 16)) + 0.2)
     acc = AnisotropyAccumulator()
-    for part in h:  # batches of 37 vectors
+    for part in h:  # batches of 37 vectors, float64
         acc.update(part)
-    flat = h.reshape(-1, 16).double()
+    flat = h.reshape(-1, 16)
     assert acc.n == 4 * 37
     assert acc.value == pytest.approx(anisotropy_pairwise(flat), abs=1e-9)
     assert acc.mean_norm == pytest.approx(float(flat.norm(dim=1).mean()), rel=1e-9)
+    # float32 (and half) representations: unit vectors in float32, sum in float64.
+    acc32 = AnisotropyAccumulator()
+    for part in h.float():
+        acc32.update(part)
+    assert acc32.value == pytest.approx(anisotropy_pairwise(flat), abs=1e-6)
+    acc16 = AnisotropyAccumulator()
+    acc16.update(h.bfloat16())
+    assert acc16.value == pytest.approx(anisotropy_pairwise(h.bfloat16().double().reshape(-1, 16)), abs=1e-5)
 
 
 def test_known_extremes():

@@ -21,7 +21,7 @@ import torch
 from lmsat.loading.models import LoadedModel
 from lmsat.loading.tokens import TokenSample
 from lmsat.measure.anisotropy import AnisotropyAccumulator
-from lmsat.measure.loss import logits_cross_entropy
+from lmsat.measure.loss import next_token_cross_entropy
 from lmsat.progress import track
 
 
@@ -74,7 +74,7 @@ def representation_pass(
                 for acc, h in zip(accs, hidden):
                     acc.update(h)
             if compute_loss:
-                s, n = logits_cross_entropy(out.logits[:, :-1], batch[:, 1:])
+                s, n = next_token_cross_entropy(out.logits, batch)
                 loss_sum += s
                 n_pred += n
             del out

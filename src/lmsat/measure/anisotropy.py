@@ -21,11 +21,18 @@ import torch
 
 
 def _unit_sum(h: torch.Tensor) -> tuple[torch.Tensor, int, float]:
-    """(sum of unit vectors in float64, count, sum of norms) of rows of ``h`` (n x d)."""
-    h64 = h.detach().reshape(-1, h.shape[-1]).to(torch.float64)
-    norms = torch.linalg.vector_norm(h64, dim=-1)
-    unit = h64 / norms.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
-    return unit.sum(dim=0), int(h64.shape[0]), float(norms.sum())
+    """(sum of unit vectors, accumulated in float64; count; sum of norms) of the rows of ``h``.
+
+    Unit vectors are formed in the input's precision when it is float32 or float64 (half
+    precision is upcast to float32) and summed in float64: the error is that of the
+    representations themselves, and the pass stays as fast as the model's forward.
+    """
+    h = h.detach().reshape(-1, h.shape[-1])
+    if h.dtype not in (torch.float32, torch.float64):
+        h = h.float()
+    norms = torch.linalg.vector_norm(h, dim=-1)
+    unit = h / norms.clamp_min(torch.finfo(h.dtype).tiny).unsqueeze(-1)
+    return unit.sum(dim=0, dtype=torch.float64), int(h.shape[0]), float(norms.sum(dtype=torch.float64))
 
 
 def anisotropy(h: torch.Tensor | np.ndarray) -> float:

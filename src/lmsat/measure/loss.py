@@ -43,3 +43,18 @@ def logits_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tuple[f
     flat = logits.reshape(-1, logits.shape[-1]).float()
     y = targets.reshape(-1)
     return float(torch.nn.functional.cross_entropy(flat, y, reduction="sum")), int(y.numel())
+
+
+def next_token_cross_entropy(logits: torch.Tensor, ids: torch.Tensor) -> tuple[float, int]:
+    """(sum of -log p(x_{t+1} | x_<=t) in nats, count) for logits (B, L, V) of sequences ``ids`` (B, L).
+
+    The last position of each sequence has no target and is ignored; no shifted copy of the
+    logits is made.
+    """
+    targets = torch.full_like(ids, -100)
+    targets[:, :-1] = ids[:, 1:]
+    flat = logits.reshape(-1, logits.shape[-1])
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    total = torch.nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum")
+    return float(total), int(ids.shape[0] * (ids.shape[1] - 1))
