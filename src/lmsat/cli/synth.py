@@ -1,3 +1,155 @@
-"""lmsat synth and lmsat train (issue 6)."""
+"""`lmsat synth` (synthetic languages of known rank) and `lmsat train` (small model families)."""
 
-from lmsat.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lmsat.cli.app import app
+from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Force, Output, SeqLen, Split, Streaming, TextField, corpus_spec
+from lmsat.cli.show import print_table, say
+
+PANEL = "Ground truth"
+
+
+@app.command(rich_help_panel=PANEL)
+def synth(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the language to (corpus/, heldout/, tokenizer/, synth/, figures/).")],
+    family: Annotated[str, typer.Option(help="low-rank-logits (logits U W^T of rank R, P = softmax) or low-rank-probs (P = mixture of R distributions, rank R).")] = "low-rank-logits",
+    vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size V (words w0..w{V-1}; the tokenizer adds <eos> = id V).")] = 256,
+    contexts: Annotated[int, typer.Option("--contexts", help="Number of context classes C (rows of the C x V matrix P); at most V^order.")] = 256,
+    rank: Annotated[int, typer.Option("--rank", help="Rank R of the logits (low-rank-logits) or of P (low-rank-probs); 1 <= R <= min(C, V).")] = 32,
+    order: Annotated[int, typer.Option("--order", help="k: the context of a token is set by the previous k tokens.")] = 1,
+    temperature: Annotated[Optional[float], typer.Option(help="low-rank-logits only: logit entries have standard deviation 1/T [default: 0.5].")] = None,
+    concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of the R base distributions (small = peaked) [default: 0.02].")] = None,
+    mix_concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of each context's mixture weights [default: 0.1].")] = None,
+    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Training tokens to generate (rounded up to whole lines).")] = 2_000_000,
+    heldout_tokens: Annotated[int, typer.Option(help="Held-out tokens, from an independent random stream.")] = 131_072,
+    doc_tokens: Annotated[int, typer.Option(help="Words per line of the text files (match `lmsat train --seq-len` for tidy windows).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the matrices, the context map and the text.")] = 0,
+    force: Force = False,
+) -> None:
+    """Write a synthetic language whose next-token distributions have a known rank and entropy.
+
+    Contexts are set by the previous k tokens (an explicit random k-gram -> context table, or a
+    hash when V^k is large); each chain starts from k virtual tokens w0. Writes OUTPUT/corpus/*.txt
+    (training text; one chain per file, lines of --doc-tokens words), OUTPUT/heldout/*.txt,
+    OUTPUT/tokenizer/ (a Hugging Face tokenizer: tokenising the text returns the generated ids),
+    the truth record OUTPUT/synth/language.json (+ .npz: singular values of P and of the
+    row-centred log P, per-context entropies; the matrices themselves when C x V <= 2^20) and
+    OUTPUT/figures/true_spectra.png. Entropies are in nats/token: true_entropy is the mean
+    -ln p_true over the generated training tokens (the best achievable loss on them),
+    expected_entropy the exact expectation under the stationary context distribution.
+    """
+    from lmsat.errors import UserError
+    from lmsat.experiments.synth import TextLayout, synth_table, write_language
+    from lmsat.figures.training import plot_true_spectra
+    from lmsat.synth.generator import LanguageSpec
+
+    if family == "low-rank-logits" and (concentration is not None or mix_concentration is not None):
+        raise UserError("--concentration and --mix-concentration apply to --family low-rank-probs; use --temperature for low-rank-logits.")
+    if family == "low-rank-probs" and temperature is not None:
+        raise UserError("--temperature applies to --family low-rank-logits; use --concentration / --mix-concentration for low-rank-probs.")
+    defaults = LanguageSpec()
+    spec = LanguageSpec(
+        family=family, vocab=vocab, contexts=contexts, rank=rank, order=order,
+        temperature=defaults.temperature if temperature is None else temperature,
+        concentration=defaults.concentration if concentration is None else concentration,
+        mix_concentration=defaults.mix_concentration if mix_concentration is None else mix_concentration,
+        seed=seed,
+    )
+    record = write_language(spec, output, n_tokens=tokens, heldout_tokens=heldout_tokens,
+                            layout=TextLayout(doc_tokens=doc_tokens), force=force)
+    figure = plot_true_spectra({family: record}, output / "figures" / "true_spectra.png")
+    print_table(synth_table(record), title=f"Synthetic language in {output}")
+    say(f"truth: {record.path}  figure: {figure}")
+    say(f"next: lmsat train --data {output / 'corpus'} --tokenizer {output / 'tokenizer'} --seq-len {doc_tokens} -o RUN_DIR")
+
+
+@app.command(rich_help_panel=PANEL)
+def train(
+    data: Data,
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Hugging Face tokenizer folder or id (e.g. the tokenizer/ written by lmsat synth).", show_default=False)],
+    output: Output = Path("lmsat-train"),
+    hidden_sizes: Annotated[str, typer.Option("--hidden-sizes", help="Comma-separated hidden sizes d, one model each.")] = "16,32,64,128",
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads (must divide every hidden size).")] = 4,
+    arch: Annotated[str, typer.Option(help="gpt-neox (Pythia-like) or llama; both with an untied LM head.")] = "gpt-neox",
+    seq_len: SeqLen = 64,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    batch_size: BatchSize = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    min_lr_ratio: Annotated[float, typer.Option(help="Final learning rate as a fraction of --lr (cosine decay).")] = 0.1,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = 0.01,
+    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient L2 norm to this.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the batch order.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoints at step0, 1, 2, 4, ... below N, then every N steps and the last step.")] = 100,
+    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out corpus [default: heldout/ next to a corpus from lmsat synth, else the last --eval-tokens of --data].")] = None,
+    eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at each checkpoint.")] = 16384,
+    log_every: Annotated[int, typer.Option(help="Log the mean training loss every N steps.")] = 10,
+    device: Device = "auto",
+    text_field: TextField = "text",
+    data_config: DataConfig = None,
+    split: Split = "train",
+    streaming: Streaming = True,
+    force: Force = False,
+) -> None:
+    """Train a family of small causal LMs (one per hidden size) with Pythia-like checkpoints.
+
+    AdamW with warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA. Writes
+    OUTPUT/<arch>-d<d>-l<layers>/step<N>/ (Hugging Face folders that `lmsat sweep`, `head`,
+    `anisotropy` and AutoModelForCausalLM.from_pretrained read), metrics.jsonl (training loss;
+    held-out loss, head spectrum and last-layer anisotropy at each checkpoint), train_config.json
+    (tokens_per_step, n_params, settings), a `train` record per model in OUTPUT/train/,
+    OUTPUT/training.csv and figures. Re-running the same command resumes an interrupted model from
+    its newest checkpoint and skips finished ones. On a language from `lmsat synth` the gap to
+    its true entropy is measured on the same held-out tokens.
+    """
+    from lmsat.store import Store, atomic_write_csv
+    from lmsat.training.train import TrainConfig, parse_hidden_sizes, train_family
+
+    sizes = parse_hidden_sizes(hidden_sizes)
+    config = TrainConfig(
+        hidden_size=sizes[0], layers=layers, heads=heads, arch=arch, seq_len=seq_len, steps=steps, batch_size=batch_size,
+        lr=lr, min_lr_ratio=min_lr_ratio, warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
+        checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, log_every=log_every, device=device,
+    )
+    corpus = corpus_spec(data, text_field, data_config, split, streaming)
+    eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None
+    records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force)
+    table, figures = family_outputs(Store(output).records("train"), output)
+    atomic_write_csv(output / "training.csv", table)
+    shown = table[table["model"].isin([r.key for r in records])]
+    print_table(shown, title="Trained models (losses in nats/token)", floats=4)
+    say(f"checkpoints: {output}/<model>/step<N>  table: {output / 'training.csv'}  figures: {', '.join(str(f) for f in figures)}")
+
+
+def family_outputs(records: list, output: Path) -> tuple[object, list[Path]]:
+    """The table and figures of every trained model in ``output`` (rebuilt from the records)."""
+    import pandas as pd
+
+    from lmsat.figures.training import plot_gap_vs_hidden_size, plot_head_over_training, plot_training_curves
+
+    rows = []
+    for rec in sorted(records, key=lambda r: (r.results["hidden_size"], r.key)):
+        res = rec.results
+        rows.append({
+            "model": rec.key, "d": res["hidden_size"], "params": res["n_params"], "steps": res["steps"],
+            "final_loss": res["final_eval_loss"], "best_loss": res["best_eval_loss"], "best_step": res["best_step"],
+            "rise": res["relative_rise"], "entropy": res.get("reference_entropy"), "gap": res.get("final_gap"),
+            "head_eff_rank": res.get("final_head_effective_rank"), "anisotropy": res.get("final_last_layer_anisotropy"),
+        })
+    table = pd.DataFrame(rows)
+    figures = [plot_training_curves(records, output / "figures" / "training_loss.png"),
+               plot_head_over_training(records, output / "figures" / "training_head.png")]
+    if any(r.results.get("final_gap") is not None for r in records):
+        from lmsat.experiments.synth import language_for_corpus
+
+        language = language_for_corpus(records[0].inputs["data"]["corpus"]["source"])
+        rank = language.results["rank"] if language is not None else None
+        label = language.results["family"] if language is not None else "gap"
+        figures.append(plot_gap_vs_hidden_size({label: records}, output / "figures" / "training_gap.png", rank=rank))
+    return table, figures

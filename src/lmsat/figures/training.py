@@ -1,0 +1,110 @@
+"""Figures of trained families and synthetic languages, drawn from stored records only.
+
+* :func:`plot_training_curves`: held-out loss vs step per model, with the language's true entropy;
+* :func:`plot_gap_vs_hidden_size`: final (and best) gap to the true entropy vs hidden size d;
+* :func:`plot_head_over_training`: LM-head effective rank and last-layer anisotropy vs step;
+* :func:`plot_true_spectra`: normalised singular values of P and of the row-centred log P.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lmsat.figures.style import new_figure, save
+from lmsat.store import Record
+
+
+def _by_hidden_size(records: list[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: (r.results.get("hidden_size", 0), r.key))
+
+
+def _step_axis(ax: object) -> None:
+    ax.set_xscale("symlog", linthresh=1)  # type: ignore[attr-defined]
+    ax.set_xlabel("training step (symlog)")  # type: ignore[attr-defined]
+
+
+def plot_training_curves(records: list[Record], path: str | Path, title: str | None = None) -> Path:
+    """Held-out loss at every checkpoint of each model (nats/token), and the true entropy when known."""
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    refs = []
+    for rec in _by_hidden_size(records):
+        arr = rec.load_arrays()
+        ax.plot(arr["checkpoint_steps"], arr["eval_loss"], marker="o", ms=2.5, label=f"{rec.key} (d={rec.results['hidden_size']})")
+        if rec.results.get("reference_entropy") is not None:
+            refs.append(rec.results["reference_entropy"])
+    if refs:
+        ax.axhline(float(np.mean(refs)), color="k", ls="--", lw=1, label=f"true entropy {np.mean(refs):.3f}")
+    _step_axis(ax)
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title(title or "Held-out loss over training")
+    ax.legend()
+    return save(fig, path)
+
+
+def plot_gap_vs_hidden_size(groups: dict[str, list[Record]], path: str | Path, rank: int | None = None) -> Path:
+    """Final gap (held-out loss - true entropy, nats/token) vs hidden size, one line per language."""
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    for label, records in groups.items():
+        recs = [r for r in _by_hidden_size(records) if r.results.get("final_gap") is not None]
+        if not recs:
+            continue
+        d = [r.results["hidden_size"] for r in recs]
+        line = ax.plot(d, [r.results["final_gap"] for r in recs], marker="o", label=f"{label}: final")[0]
+        ax.plot(d, [r.results["best_gap"] for r in recs], marker="x", ls=":", color=line.get_color(), label=f"{label}: best checkpoint")
+    if rank is not None:
+        ax.axvline(rank, color="k", ls="--", lw=1, label=f"true rank R = {rank}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.set_xlabel("hidden size d")
+    ax.set_ylabel("gap = held-out loss - true entropy (nats/token)")
+    ax.set_title("Distance to the best achievable loss")
+    ax.legend()
+    return save(fig, path)
+
+
+def plot_head_over_training(records: list[Record], path: str | Path) -> Path:
+    """Two panels: LM-head effective rank exp(H(s^2 / sum s^2)) / d, and last-layer anisotropy, vs step."""
+    from lmsat.measure.spectrum import effective_rank
+
+    fig, axes = new_figure(ncols=2)
+    left, right = axes[0, 0], axes[0, 1]
+    for rec in _by_hidden_size(records):
+        arr = rec.load_arrays()
+        d = rec.results["hidden_size"]
+        ranks = [effective_rank(s) / d for s in arr["head_singular_values"]]
+        left.plot(arr["checkpoint_steps"], ranks, marker="o", ms=2.5, label=f"d={d}")
+        right.plot(arr["checkpoint_steps"], arr["last_layer_anisotropy"], marker="o", ms=2.5, label=f"d={d}")
+    for ax in (left, right):
+        _step_axis(ax)
+        ax.legend()
+    left.set_ylabel("head effective rank / d")
+    left.set_ylim(0, 1.02)
+    left.set_title("LM-head spectrum (1 = flat, 1/d = one direction)")
+    right.set_ylabel("last-layer anisotropy")
+    right.set_title("Last-layer anisotropy on held-out text")
+    return save(fig, path)
+
+
+def plot_true_spectra(languages: dict[str, Record], path: str | Path) -> Path:
+    """s_i / s_1 of P and of the row-centred log P for each language, log scale, with R marked."""
+    fig, axes = new_figure(ncols=2)
+    for ax, name, what in ((axes[0, 0], "singular_values_probs", "P (probabilities)"),
+                           (axes[0, 1], "singular_values_logits", "log P, rows centred (logits)")):
+        for label, rec in languages.items():
+            s = rec.load_arrays()[name]
+            s = s / s[0]
+            ax.plot(np.arange(1, len(s) + 1), np.maximum(s, 1e-17), label=f"{label} (R={rec.results['rank']})")
+        ranks = {rec.results["rank"] for rec in languages.values()}
+        for r in ranks:
+            ax.axvline(r, color="k", ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylim(1e-17, 2)
+        ax.set_xlabel("index i")
+        ax.set_ylabel("s_i / s_1")
+        ax.set_title(f"Singular values of {what}")
+        ax.legend()
+    return save(fig, path)
