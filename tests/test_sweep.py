@@ -346,3 +346,57 @@ def test_sweep_of_real_smollm2_checkpoint_matches_a_plain_forward_pass(cli, smol
     p = s**2 / np.sum(s**2)
     assert r["effective_rank"] == pytest.approx(float(np.exp(-np.sum(p * np.log(p)))), rel=1e-9)
     assert 0.0 < r["last_layer_anisotropy"] < 1.0
+
+
+def test_pythia_suite_sweep_through_the_hub_code_path_from_a_local_hub_cache(cli, tiny_suite, brown_dir, tmp_path, monkeypatch):
+    """`--suite pythia` loads by hub id and revision exactly as on a machine with hub access, here from a
+    Hugging Face cache laid out on disk (offline). Four of the eleven `log` revisions are cached, like
+    published branches that are missing: the other seven are recorded as failed and the sweep completes."""
+    from huggingface_hub import constants
+
+    from test_checkpoints import fake_hub_cache
+
+    cache = tmp_path / "hub"
+    branches = {"step0": "step0", "step1": "step3", "step2": "step6", "step4": "step9", "main": "step15"}
+    files = {
+        branch: {p.name: p.read_bytes() for p in (tiny_suite / "tiny-a" / local).iterdir()}
+        for branch, local in branches.items()
+    }
+    commits = fake_hub_cache(cache, "EleutherAI/pythia-14m", files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # As if step1, step2 and step4 were downloaded by this sweep (main and step0 were cached before it)
+    import lmsat.experiments.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "hub_cached_commits", lambda repo: {commits["main"], commits["step0"]})
+
+    out = tmp_path / "run"
+    res = cli("sweep", "--suite", "pythia", "--sizes", "14m", "--revisions", "log", "--data", brown_dir,
+              "--tokens", TOKENS, "--seq-len", SEQ_LEN, "--device", "cpu", "-o", out)
+    assert res.code == 0, res.stderr
+    recs = records(out)
+    assert set(recs) == {f"EleutherAI/pythia-14m@step{s}" for s in (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)}
+    ok = {k for k, r in recs.items() if r["results"]["status"] == "ok"}
+    assert ok == {f"EleutherAI/pythia-14m@{b}" for b in ("step0", "step1", "step2", "step4")}
+    assert all(recs[k]["results"]["error"] for k in set(recs) - ok)
+    for r in recs.values():
+        assert r["inputs"]["source"] == "hub" and r["inputs"]["path"] is None
+        assert r["inputs"]["tokens_per_step"] == 2_097_152  # Pythia's batch, known without a config
+    # the same weights give the same numbers as the local sweep of those folders
+    local = records_of_local(tiny_suite, tmp_path, cli, brown_dir)
+    for branch in ("step0", "step1", "step2", "step4"):
+        hub_rec = recs[f"EleutherAI/pythia-14m@{branch}"]["results"]
+        local_rec = local[f"{os.path.normpath(str(tiny_suite))}/tiny-a@{branches[branch]}"]["results"]
+        assert hub_rec["weights_hash"] == local_rec["weights_hash"]
+        assert hub_rec["cross_entropy"] == pytest.approx(local_rec["cross_entropy"], rel=1e-6)
+    # each revision the sweep downloaded is deleted once measured; what was cached before is kept
+    from lmsat.loading.checkpoints import hub_cached_commits
+
+    assert hub_cached_commits("EleutherAI/pythia-14m") == {commits["main"], commits["step0"]}
+
+
+def records_of_local(tiny_suite: Path, tmp_path: Path, cli, brown_dir: Path) -> dict[str, dict]:
+    out = tmp_path / "local"
+    res = cli(*sweep_args(tiny_suite / "tiny-a", out, brown_dir, "--revisions", "0,3,6,9"))
+    assert res.code == 0, res.stderr
+    return records(out)

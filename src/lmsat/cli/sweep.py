@@ -57,9 +57,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
     from lmsat.store import Store
 
     table, frame = run_saturation(output, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
-    cols = ["name", "n_checkpoints", "n_failed", "n_duplicates", "best_step", "best_loss", "final_step", "final_loss",
-            "relative_rise", "saturates", "collapse_step", "anisotropy_jump_step", "final_singular_entropy"]
-    print_table(table[[c for c in cols if c in table]], title="Saturation per model", floats=4)
+    _show(table, SATURATION_VIEW, "Saturation per model (rise = final/best - 1)")
     fit_summary: dict[str, Any] | None = None
     try:
         _, fit_table, fit_summary = run_scaling_fit(output, fit_models, params, tokens_per_step, max_rise)
@@ -70,9 +68,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
         stored = Store(output).get(FIT_KIND, FIT_KEY)
         fit_summary = stored.results if stored else None
     else:
-        fcols = ["name", "n_params", "in_fit", "final_step", "final_loss", "final_predicted", "final_underperformance",
-                 "best_step", "best_loss", "best_predicted", "best_underperformance"]
-        print_table(fit_table[fcols], title="Scaling-law extrapolation (underperformance = L_obs / L_pred - 1)", floats=4)
+        _show(fit_table, FIT_VIEW, "Scaling-law extrapolation (under = L_obs / L_pred - 1)")
         say(
             f"fit on {', '.join(fit_summary['fitted_models'])}: A = {fit_summary['A']:.4g}, alpha = {fit_summary['alpha']:.4f} "
             f"(E = {fit_summary['E']}, B = {fit_summary['B']}, beta = {fit_summary['beta']} fixed; study: A = 119.09, alpha = 0.246); "
@@ -85,6 +81,23 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
     say(f"tables: {output / 'sweep.csv'}, {output / 'saturation.csv'}"
         + (f", {output / 'scaling_fit.csv'}" if (output / "scaling_fit.csv").exists() else "")
         + f"  figures: {', '.join(str(p) for p in figures.values())}")
+
+
+SATURATION_VIEW = {
+    "name": "model", "n_checkpoints": "ckpts", "n_failed": "failed", "n_duplicates": "dup", "best_step": "best step",
+    "best_loss": "best loss", "final_step": "final step", "final_loss": "final loss", "relative_rise": "rise",
+    "collapse_step": "collapse", "anisotropy_jump_step": "aniso jump",
+}
+FIT_VIEW = {
+    "name": "model", "in_fit": "fit", "final_loss": "final loss", "final_predicted": "law", "final_underperformance": "final under",
+    "best_loss": "best loss", "best_predicted": "law@best", "best_underperformance": "best under",
+}
+
+
+def _show(table: Any, view: dict[str, str], title: str) -> None:
+    """Print the main columns of a table under short headers (the CSV has every column)."""
+    cols = [c for c in view if c in table]
+    print_table(table[cols].rename(columns=view), title=title, floats=4)
 
 
 def _pct(x: float | None) -> str:
@@ -129,20 +142,13 @@ def sweep(
 ) -> None:
     """Measure every checkpoint of one or more models over training (study Fig. 1a, 1b, 3, 4, 5).
 
-    Per checkpoint, on one token sample per tokenizer: cross-entropy (nats/token), last-layer
-    anisotropy (every layer with --layers all), all singular values of the LM head, singular
-    entropy, effective rank, hashes of the head and of all weights, wall time. Each finished
-    checkpoint is one atomic record OUTPUT/sweep/<model>@<revision>.json (+ .npz): a re-run
-    skips them, so a killed sweep resumes where it stopped; a checkpoint that fails to load or
-    gives NaN is recorded as failed and the sweep goes on (--retry-failed re-runs those);
-    revisions whose weights equal an earlier one are flagged (duplicate_of).
+    Per checkpoint, on one token sample per tokenizer: cross-entropy (nats/token), last-layer anisotropy (every layer with --layers all), all singular values of the LM head, singular entropy, effective rank, hashes of the head and of all weights, wall time.
 
-    Then, from the records: OUTPUT/sweep.csv, saturation.csv (best/final step and loss,
-    relative rise, spectrum-collapse and anisotropy-jump steps), scaling_fit.csv when two or
-    more models do not saturate, and the figures OUTPUT/figures/fig1a..fig5*.png.
+    Nothing is lost: each finished checkpoint is one atomic record OUTPUT/sweep/<model>@<revision>.json (+ .npz); a re-run skips them, so a killed sweep resumes where it stopped. A checkpoint that fails to load or gives NaN is recorded as failed and the sweep goes on (--retry-failed measures those again). Revisions whose weights equal an earlier one are flagged (duplicate_of). The next checkpoint loads in the background while one is measured.
 
-    Example (GPU machine with hub access): lmsat sweep --suite pythia --sizes 14m,31m,70m,160m,410m
-    --revisions all --data hf:monology/pile-uncopyrighted --text-field text -o runs/pythia
+    Then, from the records: OUTPUT/sweep.csv, OUTPUT/saturation.csv (best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps), OUTPUT/scaling_fit.csv when two or more models do not saturate, and OUTPUT/figures/fig1a, fig1b, fig3, fig4, fig5 (*.png).
+
+    Example, on a GPU machine with hub access (all 154 checkpoints of Pythia-14m..410m): lmsat sweep --suite pythia --sizes 14m,31m,70m,160m,410m --revisions all --data hf:monology/pile-uncopyrighted --split validation -o runs/pythia
     """
     from lmsat.cli.options import corpus_spec
     from lmsat.experiments.saturation import DEFAULT_MAX_RISE, DEFAULT_MIN_ANISOTROPY_RISE, DEFAULT_MIN_ENTROPY_RISE
@@ -181,12 +187,9 @@ def saturation(
 ) -> None:
     """Saturation of each swept model, from the stored sweep records only (no model is loaded).
 
-    Per model: best step and loss, final step and loss, relative rise final/best - 1 (it
-    saturates above --max-rise), the step where the LM-head spectrum collapses (singular
-    entropy jumps by at least --min-entropy-rise nats) and where the last-layer anisotropy
-    jumps. Duplicate-weight and failed checkpoints are left out. Writes RUN_DIR/sweep.csv,
-    RUN_DIR/saturation.csv, one `saturation` record per model and the five figures in
-    RUN_DIR/figures (Fig. 1b uses the stored scaling fit, if any).
+    Per model: best step and loss, final step and loss, relative rise final/best - 1 (it saturates above --max-rise), the step where the LM-head spectrum collapses (the singular entropy jumps by at least --min-entropy-rise nats) and where the last-layer anisotropy jumps (by at least --min-anisotropy-rise). Failed and duplicate-weight checkpoints are left out.
+
+    Writes RUN_DIR/sweep.csv, RUN_DIR/saturation.csv, one `saturation` record per model and the five figures in RUN_DIR/figures (Fig. 1b uses the stored scaling fit, if any).
     """
     from lmsat.experiments.saturation import run_saturation
     from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND
@@ -196,9 +199,7 @@ def saturation(
 
     records = sweep_records(run_dir)
     table, frame = run_saturation(run_dir, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
-    cols = ["name", "n_checkpoints", "n_failed", "n_duplicates", "best_step", "best_loss", "final_step", "final_loss",
-            "relative_rise", "saturates", "collapse_step", "collapse_rise", "anisotropy_jump_step", "anisotropy_rise", "final_singular_entropy"]
-    print_table(table[[c for c in cols if c in table]], title="Saturation per model", floats=4)
+    _show(table, SATURATION_VIEW, "Saturation per model (rise = final/best - 1)")
     stored = Store(run_dir).get(FIT_KIND, FIT_KEY)
     figures = draw_sweep_figures(frame, records, stored.results if stored else None, run_dir / "figures")
     say(f"tables: {run_dir / 'sweep.csv'}, {run_dir / 'saturation.csv'}  figures: {', '.join(str(p) for p in figures.values())}")
@@ -214,11 +215,9 @@ def scaling_fit(
 ) -> None:
     """Fit A and alpha of L = E + A/N^alpha + B/T^beta (E = 1.69, B = 410.7, beta = 0.28 fixed) on final checkpoints.
 
-    Reads the stored sweep records only. N = parameters, T = step x tokens per step. The fit
-    uses the models named with --models, else those that do not saturate (relative rise <=
-    --max-rise). Reports each model's final and best underperformance L_obs / L_pred - 1 and
-    their means over the models not in the fit. Writes RUN_DIR/scaling_fit.csv, the record
-    scaling_fit/fit.json and RUN_DIR/figures/fig1b_loss_vs_compute.png.
+    Reads the stored sweep records only. N = parameters, T = step x tokens per step. The fit uses the models named with --models, else those that do not saturate (relative rise <= --max-rise); it needs two or more. Reports each model's final and best underperformance L_obs / L_pred - 1 and their means over the models not in the fit (the study: about +8% final, +4% best for Pythia <= 160m).
+
+    Writes RUN_DIR/scaling_fit.csv, the record RUN_DIR/scaling_fit/fit.json and RUN_DIR/figures/fig1b_loss_vs_compute.png.
     """
     from lmsat.experiments.saturation import checkpoint_table
     from lmsat.experiments.scaling import run_scaling_fit
@@ -229,9 +228,7 @@ def scaling_fit(
     _, table, summary = run_scaling_fit(
         run_dir, _split_names(models) or None, parse_named_ints(params, "--params"), parse_named_ints(tokens_per_step, "--tokens-per-step"), max_rise
     )
-    cols = ["name", "n_params", "in_fit", "final_step", "final_loss", "final_predicted", "final_underperformance",
-            "best_step", "best_loss", "best_predicted", "best_underperformance"]
-    print_table(table[cols], title="Scaling-law extrapolation (underperformance = L_obs / L_pred - 1)", floats=4)
+    _show(table, FIT_VIEW, "Scaling-law extrapolation (under = L_obs / L_pred - 1)")
     say(
         f"A = {summary['A']:.4g}, alpha = {summary['alpha']:.4f} on {', '.join(summary['fitted_models'])} "
         f"(rmse {summary['rmse']:.4f} nats; study: A = 119.09, alpha = 0.246). Mean underperformance over "

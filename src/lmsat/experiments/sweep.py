@@ -255,6 +255,7 @@ class Prefetcher(Generic[T, R]):
     def __iter__(self) -> Iterator[tuple[T, Outcome[R]]]:
         if not self.items:
             return
+        finished = False
         try:
             nxt = self._submit(lambda: _attempt(self.load, self.items[0]))
             for i, item in enumerate(self.items):
@@ -264,9 +265,11 @@ class Prefetcher(Generic[T, R]):
                     nxt = self._submit(lambda following=following: _attempt(self.load, following))
                 yield item, outcome
                 del outcome
+            finished = True
         finally:
             if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+                # Normal end: let queued `after` work (deleting downloads) finish. Interrupted: drop it.
+                self.pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 # --- planning (validation before anything is written) ----------------------------------------

@@ -8,6 +8,7 @@ Fig. 1b also takes the stored ``scaling_fit`` record's results.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from lmsat.experiments.saturation import usable
-from lmsat.figures.style import new_figure, save
-from lmsat.store import Record
+from lmsat.figures.style import DPI, new_figure, save
+from lmsat.store import Record, atomic_savefig
 
 TOP_K = 100
 FIGURES = {
@@ -43,6 +44,15 @@ def _models(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 def _colors(n: int) -> list[Any]:
     cmap = plt.get_cmap("viridis")
     return [cmap(x) for x in (np.linspace(0.05, 0.9, n) if n > 1 else [0.4])]
+
+
+def _num(x: Any) -> float | None:
+    """A positive finite number, else None (missing values arrive as None or NaN)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -78,8 +88,9 @@ def plot_loss_vs_compute(frame: pd.DataFrame, fit: dict[str, Any] | None, path: 
     ax = axes[0, 0]
     models = _models(frame)
     drawn = 0
+    observed: list[float] = []
     for (model, g), color in zip(models, _colors(len(models))):
-        g = g[(g["step"] > 0) & g["tokens_seen"].notna() & g["n_params"].notna()]
+        g = g[(g["step"] > 0) & g["n_params"].notna()]
         if fit is not None:
             facts = {m["model"]: m for m in fit.get("models", [])}.get(model, {})
             n = facts.get("n_params") or (g["n_params"].iloc[0] if len(g) else None)
@@ -87,12 +98,14 @@ def plot_loss_vs_compute(frame: pd.DataFrame, fit: dict[str, Any] | None, path: 
         else:
             n = g["n_params"].iloc[0] if len(g) else None
             tps = g["tokens_per_step"].iloc[0] if len(g) else None
+        n, tps = _num(n), _num(tps)
         if not len(g) or not n or not tps:
             continue
         tokens = g["step"].to_numpy(dtype=float) * float(tps)
         compute = 6.0 * float(n) * tokens
         name = g["name"].iloc[0]
         ax.plot(compute, g["cross_entropy"], color=color, lw=1.2, label=name)
+        observed += list(g["cross_entropy"].astype(float))
         b = g["cross_entropy"].astype(float).to_numpy().argmin()
         ax.plot([compute[b]], [g["cross_entropy"].iloc[b]], marker="*", ms=11, color=color, mec="black", mew=0.5, ls="none")
         ax.plot([compute[-1]], [g["cross_entropy"].iloc[-1]], marker="o", ms=7, mfc="none", mec=color, mew=1.5, ls="none")
@@ -103,11 +116,14 @@ def plot_loss_vs_compute(frame: pd.DataFrame, fit: dict[str, Any] | None, path: 
         drawn += 1
     if not drawn:
         _empty(ax, "tokens per step or parameter counts unknown")
+    else:  # the law may lie far off for models it does not describe: keep the data in view
+        lo, hi = min(observed), max(observed)
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
     ax.set_xscale("log")
     ax.set_xlabel("compute 6 N T (FLOPs)")
     ax.set_ylabel("cross-entropy (nats/token)")
     if fit is not None:
-        ax.set_title(f"Loss vs compute; dashed: E + A/N^a + B/T^b, A={fit['A']:.4g}, a={fit['alpha']:.3f}")
+        ax.set_title(f"Loss vs compute; dashed: fitted law (A={fit['A']:.4g}, alpha={fit['alpha']:.3f})")
     else:
         ax.set_title("Loss vs compute (no scaling-law fit: run lmsat scaling-fit)")
     if drawn:
@@ -137,12 +153,16 @@ def plot_loss_anisotropy(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def plot_spectrum_heatmap(frame: pd.DataFrame, records: Sequence[Record], path: str | Path, top_k: int = TOP_K) -> Path:
-    """Fig. 4: s_i / s_1 for i = 1..top_k (rows) vs training step (columns), one panel per model."""
+    """Fig. 4: s_i / s_1 for i = 1..top_k (rows) vs checkpoint (columns, labelled by step), one panel per model."""
     by_key = {r.key: r for r in records}
     models = _models(frame)
-    fig, axes = new_figure(ncols=max(1, len(models)), width=4.0, height=3.6)
+    ncols = max(1, min(3, len(models)))
+    nrows = max(1, math.ceil(len(models) / ncols))
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=4.2, height=3.6)
     mesh = None
-    for ax, (model, g) in zip(axes[0], models):
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for i, (ax, (model, g)) in enumerate(zip(axes.flat, models)):
         cols = []
         for key in g["key"]:
             s = by_key[key].load_arrays().get("singular_values")
@@ -152,26 +172,25 @@ def plot_spectrum_heatmap(frame: pd.DataFrame, records: Sequence[Record], path: 
                 ratio[:k] = s[:k] / s[0]
             cols.append(ratio)
         data = np.stack(cols, axis=1)
-        k = int(np.max(np.sum(np.isfinite(data), axis=0)))
+        k = max(1, int(np.max(np.sum(np.isfinite(data), axis=0))))
         steps = g["step"].to_numpy(dtype=float)
-        mesh = ax.pcolormesh(np.arange(len(steps) + 1), np.arange(1, k + 2) - 0.5, data[:k], cmap="magma", vmin=0.0, vmax=1.0, shading="flat")
+        mesh = ax.pcolormesh(np.arange(len(steps) + 1), np.arange(k + 1) + 0.5, data[:k], cmap="magma", vmin=0.0, vmax=1.0, shading="flat")
         ticks = np.unique(np.linspace(0, len(steps) - 1, min(6, len(steps))).round().astype(int))
         ax.set_xticks(ticks + 0.5)
         ax.set_xticklabels([f"{int(steps[t]):,}" for t in ticks], rotation=45, ha="right", fontsize=7)
-        ax.invert_yaxis()
+        ax.set_ylim(k + 0.5, 0.5)
         ax.set_title(str(g["name"].iloc[0]))
         ax.set_xlabel("training step (checkpoint)")
-        ax.set_ylabel("index i")
+        if i % ncols == 0:
+            ax.set_ylabel("index i")
         ax.grid(False)
     if mesh is not None:
-        fig.colorbar(mesh, ax=list(axes[0]), label="s_i / s_1", fraction=0.02)
+        fig.suptitle(f"LM-head singular values s_i / s_1 (i <= {top_k}) over training")
+        fig.tight_layout()
+        fig.colorbar(mesh, ax=list(axes.flat[: len(models)]), label="s_i / s_1", fraction=0.03, pad=0.02)
     else:
         _empty(axes[0, 0], "no successfully measured checkpoint")
-    fig.suptitle(f"LM-head singular values s_i / s_1 (i <= {top_k}) over training")
     path = Path(path)
-    from lmsat.store import atomic_savefig
-    from lmsat.figures.style import DPI
-
     atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path

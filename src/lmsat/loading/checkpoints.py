@@ -414,10 +414,10 @@ def has_weights(folder: str | Path) -> bool:
 
 def hub_cached_commits(repo: str) -> set[str]:
     """Commit hashes of ``repo`` already in the local Hugging Face cache."""
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
     try:
-        info = scan_cache_dir()
+        info = scan_cache_dir(constants.HF_HUB_CACHE)
     except Exception:  # no cache folder yet
         return set()
     return {rev.commit_hash for r in info.repos if r.repo_id == repo and r.repo_type == "model" for rev in r.revisions}
@@ -436,8 +436,8 @@ def hub_commit_of(repo: str, revision: str) -> str | None:
 
 def evict_hub_commit(commit: str) -> int:
     """Delete one cached revision (files shared with other cached revisions stay); bytes freed."""
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
-    strategy = scan_cache_dir().delete_revisions(commit)
+    strategy = scan_cache_dir(constants.HF_HUB_CACHE).delete_revisions(commit)
     strategy.execute()
     return int(strategy.expected_freed_size)
