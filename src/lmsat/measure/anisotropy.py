@@ -20,19 +20,26 @@ import numpy as np
 import torch
 
 
+_ROWS_PER_PARTIAL_SUM = 512
+
+
 def _unit_sum(h: torch.Tensor) -> tuple[torch.Tensor, int, float]:
     """(sum of unit vectors, accumulated in float64; count; sum of norms) of the rows of ``h``.
 
-    Unit vectors are formed in the input's precision when it is float32 or float64 (half
-    precision is upcast to float32) and summed in float64: the error is that of the
-    representations themselves, and the pass stays as fast as the model's forward.
+    sum_i u_i = H^T (1 / |h_i|)_i is a matrix-vector product, so the unit vectors are never
+    materialised: partial sums over blocks of 512 rows run in the input's precision (float32
+    for half-precision inputs) and are accumulated in float64.
     """
     h = h.detach().reshape(-1, h.shape[-1])
     if h.dtype not in (torch.float32, torch.float64):
         h = h.float()
     norms = torch.linalg.vector_norm(h, dim=-1)
-    unit = h / norms.clamp_min(torch.finfo(h.dtype).tiny).unsqueeze(-1)
-    return unit.sum(dim=0, dtype=torch.float64), int(h.shape[0]), float(norms.sum(dtype=torch.float64))
+    inv = 1.0 / norms.clamp_min(torch.finfo(h.dtype).tiny)
+    total = torch.zeros(h.shape[-1], dtype=torch.float64, device=h.device)
+    for start in range(0, h.shape[0], _ROWS_PER_PARTIAL_SUM):
+        stop = start + _ROWS_PER_PARTIAL_SUM
+        total += (inv[start:stop] @ h[start:stop]).to(torch.float64)
+    return total, int(h.shape[0]), float(norms.sum(dtype=torch.float64))
 
 
 def anisotropy(h: torch.Tensor | np.ndarray) -> float:
