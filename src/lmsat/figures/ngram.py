@@ -1,0 +1,62 @@
+"""Figures of the data's inherent dimension (the study's Fig. 7), drawn from ``ngram`` records only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lmsat.figures.style import new_figure, save
+from lmsat.store import Record
+
+
+def ngram_label(rec: Record) -> str:
+    """``corpus · tokenizer · n=5 · ...`` from the record key (one line per corpus x tokenizer x options)."""
+    return " · ".join(rec.key.split("|"))
+
+
+def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = False) -> Path:
+    """W-error(d) = sqrt(sum_{i>d} s_i^2) / |P|_F vs d, one line per record (the study's Fig. 7).
+
+    A truncated spectrum's line stops at the last computed d (marked with x).
+    """
+    fig, axes = new_figure(width=7.0, height=4.6)
+    ax = axes[0, 0]
+    for rec in records:
+        curve = rec.load_arrays()["w_error"]
+        d = np.arange(len(curve))
+        if log_x:
+            d, curve = d[1:], curve[1:]
+        (line,) = ax.plot(d, curve, label=ngram_label(rec))
+        if not rec.results.get("complete", True) and len(d):
+            ax.plot(d[-1:], curve[-1:], marker="x", color=line.get_color())
+        d10 = (rec.results.get("dims_for_w_error") or {}).get("0.1")
+        if d10:
+            ax.plot([d10], [0.1], marker="o", ms=3, color=line.get_color())
+    for t in (0.5, 0.1):
+        ax.axhline(t, color="0.6", lw=0.7, ls=":")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("dimension d (rank of the approximation)")
+    ax.set_ylabel("W-error(d) = |P - P_d|_F / |P|_F")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("n-gram next-token matrix: best rank-d error (dots: d for W-error 0.1)")
+    ax.legend()
+    return save(fig, path)
+
+
+def plot_ngram_spectrum(records: list[Record], path: str | Path) -> Path:
+    """Singular values s_i / |P|_F of each n-gram matrix, log-log."""
+    fig, axes = new_figure(width=7.0, height=4.6)
+    ax = axes[0, 0]
+    for rec in records:
+        s = rec.load_arrays()["singular_values"]
+        s = s[s > 0] / rec.results["frobenius_norm"]
+        ax.plot(np.arange(1, len(s) + 1), s, label=ngram_label(rec))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("index i")
+    ax.set_ylabel("s_i / |P|_F")
+    ax.set_title("Singular values of the n-gram next-token matrix")
+    ax.legend()
+    return save(fig, path)

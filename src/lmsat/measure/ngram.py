@@ -1,0 +1,446 @@
+"""n-gram counts of a token stream and the next-token matrix P of the study's Fig. 7 (SPEC 2.7).
+
+An n-gram is a window (t_1, ..., t_n) of the token stream; its context is the
+first n-1 tokens c = (t_1, ..., t_{n-1}) and its next token w = t_n. With
+N(c, w) the number of occurrences of the window and N(c) = sum_w N(c, w):
+
+* P has one row per observed context and one column per vocabulary id, and
+  (uniform row weight, the study's) P[c, w] = N(c, w) / N(c): each row is the
+  context's empirical next-token distribution and weighs the same in |P|_F;
+* frequency row weight: P[c, w] = sqrt(N(c) / N) * N(c, w) / N(c), N the number
+  of kept windows, so |P - Q|_F^2 = sum_c p(c) |P_c - Q_c|^2 is the squared
+  error averaged over contexts as they occur in the text.
+
+Counting is vectorised and sort-based, with no Python loop per token: each
+window's tokens are packed into one integer key (mixed radix in base V, as many
+tokens per 64-bit word as fit; when V^(n-1) overflows 64 bits, the packed prefix
+is replaced by its rank among the distinct prefixes, which keeps the
+lexicographic order exactly: no hashing, no collisions), then ``np.unique``
+counts the keys. Streams larger than memory are counted in shards (with n-1
+tokens of overlap so no window is lost or counted twice) and the shard tables
+are merged, in memory or spilled to disk in buckets of contexts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+RowWeight = Literal["uniform", "frequency"]
+ROW_WEIGHTS: tuple[str, ...] = ("uniform", "frequency")
+ContextSelection = Literal["frequent", "random"]
+CONTEXT_SELECTIONS: tuple[str, ...] = ("frequent", "random")
+_U64_MAX = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class NGramCounts:
+    """Counts N(c, w) of every observed n-gram, grouped by context (a CSR count matrix).
+
+    ``contexts``: (C, n-1) int64 token ids of the distinct contexts;
+    ``indptr``: (C+1,) int64, the n-grams of context i are ``indptr[i]:indptr[i+1]``;
+    ``next_token``: (K,) int64 next-token ids, increasing within a context;
+    ``count``: (K,) int64 occurrences N(c, w) >= 1;
+    ``n_tokens``: tokens of the stream(s) counted (windows = n_tokens - n + 1 per stream).
+    """
+
+    n: int
+    vocab_size: int
+    contexts: np.ndarray
+    indptr: np.ndarray
+    next_token: np.ndarray
+    count: np.ndarray
+    n_tokens: int
+
+    @property
+    def n_contexts(self) -> int:
+        """C, the number of distinct (n-1)-token contexts."""
+        return int(self.contexts.shape[0])
+
+    @property
+    def n_ngrams(self) -> int:
+        """K, the number of distinct n-grams (non-zeros of P)."""
+        return int(self.next_token.shape[0])
+
+    @property
+    def n_occurrences(self) -> int:
+        """sum N(c, w): the number of n-gram windows counted."""
+        return int(self.count.sum())
+
+    def context_counts(self) -> np.ndarray:
+        """N(c) for every context, (C,) int64."""
+        if self.n_ngrams == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.add.reduceat(self.count, self.indptr[:-1]).astype(np.int64)
+
+    def observed_vocab(self) -> np.ndarray:
+        """Sorted distinct next-token ids (the non-zero columns of P)."""
+        return np.unique(self.next_token)
+
+    def ngram_rows(self) -> np.ndarray:
+        """(K, n) int64: each distinct n-gram as its context tokens then its next token."""
+        ctx = np.repeat(self.contexts, np.diff(self.indptr), axis=0)
+        return np.concatenate([ctx, self.next_token[:, None]], axis=1)
+
+    def as_dict(self) -> dict[tuple[int, ...], int]:
+        """{(t_1, ..., t_n): N} (for tests and small inspections only)."""
+        rows = self.ngram_rows()
+        return {tuple(int(x) for x in r): int(c) for r, c in zip(rows, self.count)}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Compact arrays for storage (uint32 ids when V fits)."""
+        id_dtype = np.uint32 if self.vocab_size <= np.iinfo(np.uint32).max else np.int64
+        return {
+            "contexts": self.contexts.astype(id_dtype),
+            "indptr": self.indptr.astype(np.int64),
+            "next_token": self.next_token.astype(id_dtype),
+            "count": self.count.astype(np.int64),
+            "meta": np.array([self.n, self.vocab_size, self.n_tokens], dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> NGramCounts:
+        n, vocab_size, n_tokens = (int(x) for x in arrays["meta"])
+        return cls(
+            n=n,
+            vocab_size=vocab_size,
+            contexts=np.asarray(arrays["contexts"], dtype=np.int64).reshape(-1, n - 1),
+            indptr=np.asarray(arrays["indptr"], dtype=np.int64),
+            next_token=np.asarray(arrays["next_token"], dtype=np.int64),
+            count=np.asarray(arrays["count"], dtype=np.int64),
+            n_tokens=n_tokens,
+        )
+
+
+def _empty_counts(n: int, vocab_size: int, n_tokens: int = 0) -> NGramCounts:
+    return NGramCounts(
+        n=n,
+        vocab_size=vocab_size,
+        contexts=np.zeros((0, n - 1), dtype=np.int64),
+        indptr=np.zeros(1, dtype=np.int64),
+        next_token=np.zeros(0, dtype=np.int64),
+        count=np.zeros(0, dtype=np.int64),
+        n_tokens=n_tokens,
+    )
+
+
+def lexicographic_keys(columns: np.ndarray, base: int) -> np.ndarray:
+    """One integer per row of ``columns`` (N, m), ordered exactly like the rows lexicographically.
+
+    Entries must lie in [0, base). Columns are packed in mixed radix,
+    key = (...(c_1 * base + c_2) * base + ...), as long as the key fits in 64
+    bits; when it would overflow, the partial key is replaced by its rank among
+    the distinct partial keys (``np.unique``), which is < N and order-preserving,
+    and packing goes on. Equal keys <=> equal rows; no hashing, no collisions.
+    """
+    columns = np.asarray(columns)
+    n_rows, m = columns.shape
+    if m == 0:
+        return np.zeros(n_rows, dtype=np.uint64)
+    key = columns[:, 0].astype(np.uint64)
+    bound = base  # exclusive upper bound of key
+    for j in range(1, m):
+        if bound * base > _U64_MAX + 1:
+            uniq, key = np.unique(key, return_inverse=True)
+            key = key.astype(np.uint64).ravel()
+            bound = max(1, len(uniq))
+        key = key * np.uint64(base) + columns[:, j].astype(np.uint64)
+        bound *= base
+    return key
+
+
+def _group_counts(rows: np.ndarray, weights: np.ndarray | None, n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+    """Distinct rows of ``rows`` (K, n) with their total weights, as :class:`NGramCounts`."""
+    if rows.shape[0] == 0:
+        return _empty_counts(n, vocab_size, n_tokens)
+    ctx_key = lexicographic_keys(rows[:, : n - 1], vocab_size)
+    # Rank of the context among distinct contexts, then one key per (context, next token).
+    ctx_uniq, ctx_first, ctx_rank = np.unique(ctx_key, return_index=True, return_inverse=True)
+    full = ctx_rank.astype(np.uint64).ravel() * np.uint64(vocab_size) + rows[:, n - 1].astype(np.uint64)
+    if weights is None:
+        keys, first, count = np.unique(full, return_index=True, return_counts=True)
+        count = count.astype(np.int64)
+    else:
+        keys, first, inverse = np.unique(full, return_index=True, return_inverse=True)
+        count = np.bincount(inverse.ravel(), weights=weights, minlength=len(keys)).round().astype(np.int64)
+    rank = (keys // np.uint64(vocab_size)).astype(np.int64)
+    next_token = (keys % np.uint64(vocab_size)).astype(np.int64)
+    indptr = np.searchsorted(rank, np.arange(len(ctx_uniq) + 1)).astype(np.int64)
+    contexts = rows[ctx_first, : n - 1].astype(np.int64)
+    return NGramCounts(n, vocab_size, contexts, indptr, next_token, count, n_tokens)
+
+
+def count_ngrams(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
+    """N(c, w) for every window of ``n`` tokens of one stream (sort-based, vectorised).
+
+    ``tokens`` are ids in [0, vocab_size); a stream shorter than n gives no n-gram.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64).ravel()
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}); got [{tokens.min()}, {tokens.max()}]")
+    if tokens.size < n:
+        return _empty_counts(n, vocab_size, int(tokens.size))
+    windows = np.lib.stride_tricks.sliding_window_view(tokens, n)
+    return _group_counts(windows, None, n, vocab_size, int(tokens.size))
+
+
+def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
+    """Sum of several count tables (same n and V): N(c, w) = sum over parts."""
+    if not parts:
+        raise ValueError("merge_counts needs at least one table")
+    n, vocab_size = parts[0].n, parts[0].vocab_size
+    if any(p.n != n or p.vocab_size != vocab_size for p in parts):
+        raise ValueError("merge_counts: all tables need the same n and vocabulary size")
+    n_tokens = sum(p.n_tokens for p in parts)
+    parts = [p for p in parts if p.n_ngrams]
+    if not parts:
+        return _empty_counts(n, vocab_size, n_tokens)
+    if len(parts) == 1:
+        p = parts[0]
+        return NGramCounts(n, vocab_size, p.contexts, p.indptr, p.next_token, p.count, n_tokens)
+    rows = np.concatenate([p.ngram_rows() for p in parts])
+    weights = np.concatenate([p.count for p in parts]).astype(np.float64)
+    return _group_counts(rows, weights, n, vocab_size, n_tokens)
+
+
+def _bucket_of(contexts: np.ndarray, n_buckets: int) -> np.ndarray:
+    """A bucket in [0, n_buckets) per context, the same in every shard (multiplicative hash)."""
+    h = np.zeros(contexts.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(contexts.shape[1]):
+            h = (h ^ contexts[:, j].astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+    return ((h >> np.uint64(33)) % np.uint64(n_buckets)).astype(np.int64)
+
+
+def _select_contexts(counts: NGramCounts, keep: np.ndarray) -> NGramCounts:
+    """The rows of ``counts`` whose context index is in ``keep`` (sorted int array)."""
+    lengths = np.diff(counts.indptr)[keep]
+    starts = counts.indptr[:-1][keep]
+    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return NGramCounts(
+        counts.n, counts.vocab_size, counts.contexts[keep], indptr, counts.next_token[idx], counts.count[idx], counts.n_tokens
+    )
+
+
+class NGramCounter:
+    """Count the n-grams of a long token stream fed in pieces, in bounded memory.
+
+    ``add(ids)`` appends ids to the stream; every ``shard_tokens`` tokens the
+    buffer is counted (:func:`count_ngrams`) with the last n-1 tokens carried
+    over, so the result equals counting the whole stream at once. Shard tables
+    are merged when more than ``max_rows_in_memory`` n-gram rows are held; with
+    a ``spill_dir`` they are instead split into ``n_buckets`` buckets of
+    contexts and written to disk, and :meth:`finish` merges one bucket at a time
+    (peak memory: one bucket's parts plus the final table).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        vocab_size: int,
+        shard_tokens: int = 20_000_000,
+        max_rows_in_memory: int = 60_000_000,
+        spill_dir: str | Path | None = None,
+        n_buckets: int = 16,
+    ) -> None:
+        if n < 2:
+            raise ValueError(f"n must be >= 2, got {n}")
+        if shard_tokens < n:
+            raise ValueError(f"shard_tokens must be >= n, got {shard_tokens}")
+        self.n, self.vocab_size = n, vocab_size
+        self.shard_tokens, self.max_rows_in_memory = shard_tokens, max_rows_in_memory
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else None
+        self.n_buckets = n_buckets
+        self._pieces: list[np.ndarray] = []
+        self._buffered = 0
+        self._carry = np.zeros(0, dtype=np.int64)
+        self._parts: list[NGramCounts] = []
+        self._spills = 0
+        self.n_tokens = 0
+        self.n_shards = 0
+
+    def add(self, ids: np.ndarray | Sequence[int]) -> None:
+        """Append token ids to the stream."""
+        arr = np.asarray(ids, dtype=np.int64).ravel()
+        if arr.size == 0:
+            return
+        self._pieces.append(arr)
+        self._buffered += arr.size
+        self.n_tokens += arr.size
+        if self._buffered >= self.shard_tokens:
+            self._count_buffer()
+
+    def _count_buffer(self) -> None:
+        if not self._pieces:
+            return
+        stream = np.concatenate([self._carry, *self._pieces])
+        self._pieces, self._buffered = [], 0
+        part = count_ngrams(stream, self.n, self.vocab_size)
+        # Tokens are attributed once: the carried prefix was counted in the previous shard.
+        part = NGramCounts(part.n, part.vocab_size, part.contexts, part.indptr, part.next_token, part.count, stream.size - self._carry.size)
+        self._carry = stream[-(self.n - 1):].copy()
+        self.n_shards += 1
+        self._parts.append(part)
+        held = sum(p.n_ngrams for p in self._parts)
+        if held > self.max_rows_in_memory:
+            if self.spill_dir is not None:
+                self._spill()
+            elif len(self._parts) > 1:
+                self._parts = [merge_counts(self._parts)]
+
+    def _spill(self) -> None:
+        assert self.spill_dir is not None
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        merged = merge_counts(self._parts)
+        buckets = _bucket_of(merged.contexts, self.n_buckets)
+        for b in range(self.n_buckets):
+            part = _select_contexts(merged, np.nonzero(buckets == b)[0])
+            np.savez(self.spill_dir / f"bucket{b:03d}-{self._spills:05d}.npz", **part.arrays())
+        self._spills += 1
+        self._parts = []
+
+    def finish(self) -> NGramCounts:
+        """Count what is buffered and return the merged table of the whole stream."""
+        self._count_buffer()
+        n_tokens = self.n_tokens
+        if self._spills == 0:
+            out = merge_counts(self._parts) if self._parts else _empty_counts(self.n, self.vocab_size)
+            return NGramCounts(out.n, out.vocab_size, out.contexts, out.indptr, out.next_token, out.count, n_tokens)
+        if self._parts:
+            self._spill()
+        assert self.spill_dir is not None
+        merged_buckets = []
+        for b in range(self.n_buckets):
+            parts = []
+            for path in sorted(self.spill_dir.glob(f"bucket{b:03d}-*.npz")):
+                with np.load(path) as data:
+                    parts.append(NGramCounts.from_arrays({k: data[k] for k in data.files}))
+            if parts:
+                merged_buckets.append(merge_counts(parts))
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        return concat_disjoint(merged_buckets, self.n, self.vocab_size, n_tokens)
+
+
+def concat_disjoint(parts: Sequence[NGramCounts], n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+    """Stack tables whose context sets are disjoint (e.g. buckets) without re-counting."""
+    parts = [p for p in parts if p.n_ngrams]
+    if not parts:
+        return _empty_counts(n, vocab_size, n_tokens)
+    offsets = np.cumsum([0] + [p.n_ngrams for p in parts])
+    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + off for p, off in zip(parts, offsets)])
+    return NGramCounts(
+        n,
+        vocab_size,
+        np.concatenate([p.contexts for p in parts]),
+        indptr.astype(np.int64),
+        np.concatenate([p.next_token for p in parts]),
+        np.concatenate([p.count for p in parts]),
+        n_tokens,
+    )
+
+
+def count_stream(pieces: Iterable[np.ndarray | Sequence[int]], n: int, vocab_size: int, **counter_kw: object) -> NGramCounts:
+    """Count the n-grams of the concatenation of ``pieces`` (see :class:`NGramCounter`)."""
+    counter = NGramCounter(n, vocab_size, **counter_kw)  # type: ignore[arg-type]
+    for piece in pieces:
+        counter.add(piece)
+    return counter.finish()
+
+
+@dataclass(frozen=True)
+class NextTokenMatrix:
+    """P (rows = kept contexts, columns = observed next tokens) and what was kept.
+
+    ``matrix``: scipy CSR float64 (C_kept x V_obs); ``columns``: vocabulary id
+    of each column (the observed next tokens; every other column of the full
+    C x V matrix is zero, so dropping them changes no singular value);
+    ``rows``: index into ``NGramCounts.contexts`` of each kept context;
+    ``context_counts``: N(c) of each kept row.
+    """
+
+    matrix: sp.csr_matrix
+    columns: np.ndarray
+    rows: np.ndarray
+    context_counts: np.ndarray
+    n_contexts_observed: int
+    n_ngrams_kept: int
+    n_occurrences_kept: int
+    row_weight: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+
+
+def select_contexts(
+    context_counts: np.ndarray,
+    min_count: int = 1,
+    max_contexts: int | None = None,
+    selection: ContextSelection = "frequent",
+    seed: int = 0,
+) -> np.ndarray:
+    """Sorted indices of the contexts kept: N(c) >= min_count, then at most ``max_contexts`` of them.
+
+    ``frequent`` keeps the contexts with the largest N(c) (ties: first in table
+    order); ``random`` keeps a uniform random subset drawn with
+    ``numpy.random.default_rng(seed)``.
+    """
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if selection not in CONTEXT_SELECTIONS:
+        raise ValueError(f"selection must be one of {CONTEXT_SELECTIONS}, got {selection!r}")
+    keep = np.nonzero(np.asarray(context_counts) >= min_count)[0]
+    if max_contexts is not None and len(keep) > max_contexts:
+        if selection == "frequent":
+            order = np.argsort(-np.asarray(context_counts)[keep], kind="stable")[:max_contexts]
+            keep = np.sort(keep[order])
+        else:
+            keep = np.sort(np.random.default_rng(seed).choice(keep, size=max_contexts, replace=False))
+    return keep
+
+
+def next_token_matrix(
+    counts: NGramCounts,
+    min_count: int = 1,
+    max_contexts: int | None = None,
+    selection: ContextSelection = "frequent",
+    seed: int = 0,
+    row_weight: RowWeight = "uniform",
+) -> NextTokenMatrix:
+    """P from the counts: P[c, w] = N(c, w) / N(c) (uniform), times sqrt(N(c)/N) (frequency).
+
+    Rows: the contexts chosen by :func:`select_contexts`; columns: the observed
+    next tokens of the kept rows.
+    """
+    if row_weight not in ROW_WEIGHTS:
+        raise ValueError(f"row_weight must be one of {ROW_WEIGHTS}, got {row_weight!r}")
+    all_counts = counts.context_counts()
+    keep = select_contexts(all_counts, min_count, max_contexts, selection, seed)
+    kept = _select_contexts(counts, keep) if len(keep) < counts.n_contexts else counts
+    ctx_counts = all_counts[keep].astype(np.float64)
+    columns, col_index = np.unique(kept.next_token, return_inverse=True)
+    lengths = np.diff(kept.indptr)
+    row_scale = 1.0 / ctx_counts
+    if row_weight == "frequency":
+        row_scale = row_scale * np.sqrt(ctx_counts / max(ctx_counts.sum(), 1.0))
+    data = kept.count.astype(np.float64) * np.repeat(row_scale, lengths)
+    matrix = sp.csr_matrix((data, col_index.ravel().astype(np.int64), kept.indptr.copy()), shape=(len(keep), len(columns)))
+    return NextTokenMatrix(
+        matrix=matrix,
+        columns=columns,
+        rows=keep,
+        context_counts=ctx_counts.astype(np.int64),
+        n_contexts_observed=counts.n_contexts,
+        n_ngrams_kept=kept.n_ngrams,
+        n_occurrences_kept=int(kept.count.sum()),
+        row_weight=row_weight,
+    )

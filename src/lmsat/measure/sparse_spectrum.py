@@ -1,0 +1,378 @@
+"""Singular values of a large sparse matrix P (the n-gram next-token matrix), exactly where possible.
+
+The singular values of P (C x V) are s_i = sqrt(lambda_i(P^T P)), the square
+roots of the eigenvalues of the V x V Gram matrix; |P|_F^2 = sum_ij P_ij^2 =
+sum_i s_i^2 is computed exactly from the non-zeros, so W-error(d) =
+sqrt(|P|_F^2 - sum_{i<=d} s_i^2) / |P|_F is exact for every d up to the number
+of singular values computed, even when only the top ones are.
+
+Exact reduction by blocks. Rows and columns of P that share no non-zero fall in
+different connected components of the bipartite graph (row c -- column w when
+P[c, w] != 0); after permuting rows and columns, P is block diagonal and its
+singular values are the union of the blocks' singular values. For n-gram
+matrices most columns are only ever the continuation of contexts seen with a
+single next token, so most blocks have one column (or one row), whose single
+singular value is the block's Frobenius norm. What remains is usually one giant
+block and many tiny ones:
+
+* blocks whose smaller side is 1: s = |block|_F (vectorised, exact);
+* small blocks (smaller side <= ``SMALL_BLOCK``): Gram matrices padded and
+  stacked, one batched ``eigvalsh`` per size class (float64);
+* large blocks: the Gram matrix of the smaller side, dense, ``eigvalsh`` in
+  float64 (on the GPU when there is one) when it has at most ``max_dense`` rows;
+  otherwise the top k eigenvalues by randomized subspace iteration (torch, CPU or
+  GPU) or Lanczos (``scipy.sparse.linalg.eigsh``), using the Gram operator
+  x -> P^T (P x) without ever forming it.
+
+Accuracy is measured on the run: for dense blocks, the trace check
+|sum s_i^2 - |P|_F^2| / |P|_F^2 and the most negative eigenvalue (rounding);
+for truncated blocks, the residual norms r_i = |G v_i - theta_i v_i| of the Ritz
+pairs (each theta_i is within r_i of an eigenvalue of G, so W-error(d)^2 is
+within sum_{i<=d} r_i / |P|_F^2 of its computed value). Through a Gram matrix
+the eigenvalues s_i^2 carry an absolute rounding of about size * eps * s_1^2, so
+a singular value far below s_1 is known to about eps * s_1^2 / s_i absolutely;
+W-error, a sum of s_i^2, is unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+Method = Literal["auto", "dense", "subspace", "lanczos"]
+METHODS: tuple[str, ...] = ("auto", "dense", "subspace", "lanczos")
+SMALL_BLOCK = 128
+DEFAULT_MAX_DENSE = 20_000
+DEFAULT_TRUNCATED_K = 1024
+_EPS_FACTOR = 10.0
+_STACK_BYTES = 256 << 20  # memory of one batch of small Gram matrices
+
+
+@dataclass
+class SparseSpectrum:
+    """Top singular values of P (descending) with the exact |P|_F and how they were obtained.
+
+    ``singular_values`` are exact (to the reported accuracy) top values: every
+    singular value of P larger than the last one listed is listed. ``complete``
+    is True when they are all the non-zero singular values of P (W-error then
+    reaches 0 at d = rank P).
+    """
+
+    singular_values: np.ndarray
+    frobenius_norm: float
+    method: str
+    complete: bool
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def frobenius_norm(matrix: sp.spmatrix | np.ndarray) -> float:
+    """|P|_F = sqrt(sum_ij P_ij^2), from the stored non-zeros in float64 (exact up to rounding)."""
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix).ravel()
+    data = np.asarray(data, dtype=np.float64)
+    return float(math.sqrt(float(np.sum(data * data))))
+
+
+def bipartite_blocks(matrix: sp.csr_matrix) -> tuple[int, np.ndarray, np.ndarray]:
+    """Connected components of the row--column graph of P's non-zeros.
+
+    Returns (number of blocks, block of each row (C,), block of each column (V,)).
+    A column with no non-zero forms a block of its own.
+    """
+    coo = matrix.tocoo()
+    n_rows, n_cols = matrix.shape
+    adjacency = sp.csr_matrix(
+        (np.ones(coo.nnz, dtype=np.int8), (coo.row, n_rows + coo.col)), shape=(n_rows + n_cols, n_rows + n_cols)
+    )
+    n_blocks, labels = connected_components(adjacency, directed=False)
+    return int(n_blocks), labels[:n_rows], labels[n_rows:]
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def dense_gram_eigenvalues(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """All eigenvalues of a symmetric PSD matrix (or a stack of them), float64 ``eigvalsh``, descending.
+
+    Values below the rounding level size * eps * lambda_max of their matrix are
+    indistinguishable from 0 and returned as exactly 0 (negative rounding too).
+    """
+    import torch
+
+    g = torch.as_tensor(gram, dtype=torch.float64, device=device)
+    ev = torch.linalg.eigvalsh(g).flip(-1)
+    floor = ev[..., :1].clamp_min(0) * (g.shape[-1] * _EPS_FACTOR * torch.finfo(torch.float64).eps)
+    ev = torch.where(ev > floor, ev, torch.zeros_like(ev))
+    return ev.cpu().numpy()
+
+
+def _small_blocks_eigenvalues(matrix: sp.csr_matrix, col_block: np.ndarray, blocks: np.ndarray, device: str) -> np.ndarray:
+    """Eigenvalues of P_b^T P_b for every block b in ``blocks`` (all of them small), batched by size.
+
+    Each block's Gram matrix is scattered into a zero-padded (m x m) slot of a
+    stacked array, m the next power of two of its size; padding adds only zero
+    eigenvalues, which are dropped.
+    """
+    if len(blocks) == 0:
+        return np.zeros(0)
+    in_set = np.zeros(col_block.max() + 1, dtype=bool)
+    in_set[blocks] = True
+    cols = np.nonzero(in_set[col_block])[0]
+    sub = matrix[:, cols]
+    sub = sub[np.diff(sub.indptr) > 0]
+    gram = (sub.T @ sub).tocoo()
+    blk = col_block[cols]
+    # Local index of each column inside its block.
+    order = np.argsort(blk, kind="stable")
+    sizes = np.bincount(blk, minlength=col_block.max() + 1)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    local = np.empty(len(cols), dtype=np.int64)
+    local[order] = np.arange(len(cols)) - starts[blk[order]]
+    out = []
+    padded = 1 << np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64)
+    for m in np.unique(padded[blocks]):
+        members = blocks[padded[blocks] == m]
+        per_chunk = max(1, _STACK_BYTES // (8 * int(m) * int(m)))
+        for start in range(0, len(members), per_chunk):
+            chunk = members[start : start + per_chunk]
+            slot = np.full(len(sizes), -1, dtype=np.int64)
+            slot[chunk] = np.arange(len(chunk))
+            gi = blk[gram.row]
+            keep = slot[gi] >= 0
+            stack = np.zeros((len(chunk), int(m), int(m)))
+            stack[slot[gi[keep]], local[gram.row[keep]], local[gram.col[keep]]] = gram.data[keep]
+            out.append(dense_gram_eigenvalues(stack, device).ravel())
+    ev = np.concatenate(out)
+    return ev[ev > 0]
+
+
+def _dense_block(gram: np.ndarray, device: str) -> tuple[np.ndarray, float]:
+    """Eigenvalues of one dense Gram block and its most negative raw eigenvalue / lambda_max (a rounding check)."""
+    import torch
+
+    g = torch.as_tensor(gram, dtype=torch.float64, device=device)
+    raw = torch.linalg.eigvalsh(g).flip(-1)
+    top = float(raw[0].clamp_min(1e-300))
+    lowest = min(0.0, float(raw[-1]) / top)
+    floor = top * g.shape[-1] * _EPS_FACTOR * torch.finfo(torch.float64).eps
+    ev = torch.where(raw > floor, raw, torch.zeros_like(raw))
+    return ev.cpu().numpy(), lowest
+
+
+def _torch_csr(matrix: sp.csr_matrix, device: str) -> Any:
+    import torch
+
+    m = matrix.tocsr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(m.indptr, dtype=torch.int64),
+            torch.as_tensor(m.indices, dtype=torch.int64),
+            torch.as_tensor(m.data, dtype=torch.float64),
+            size=m.shape,
+        ).to(device)
+
+
+def subspace_top_eigenvalues(
+    matrix: sp.csr_matrix, k: int, device: str = "cpu", max_iters: int = 40, tol: float = 1e-7, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Top-k eigenvalues of G = P^T P by randomized subspace iteration with Rayleigh-Ritz (torch).
+
+    Block of l = k + max(16, k/4) vectors; each iteration Z = G Q (two sparse
+    products), Ritz values theta from Q^T Z, residuals r_i = |Z u_i - theta_i Q u_i|
+    (free, since G Q u = Z u), then Q = qr(Z). Stops when max_{i<=k} r_i / theta_1 < tol
+    or after ``max_iters``. Returns (theta_1..theta_k descending, accuracy dict).
+    """
+    import torch
+
+    n = matrix.shape[1]
+    k = min(k, n)
+    ell = min(n, k + max(16, k // 4))
+    a = _torch_csr(matrix, device)
+    at = _torch_csr(matrix.T.tocsr(), device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, ell, generator=gen, dtype=torch.float64).to(device))
+    theta = residual = None
+    it = 0
+    for it in range(1, max_iters + 1):
+        z = at @ (a @ q)
+        t = q.T @ z
+        theta_all, u = torch.linalg.eigh((t + t.T) / 2)
+        theta_all, u = theta_all.flip(0), u.flip(1)
+        r = torch.linalg.vector_norm(z @ u - (q @ u) * theta_all, dim=0)
+        theta, residual = theta_all[:k], r[:k]
+        if float(residual.max() / theta[0].clamp_min(1e-300)) < tol:
+            break
+        q, _ = torch.linalg.qr(z)
+    assert theta is not None and residual is not None
+    theta_np = theta.clamp_min(0).cpu().numpy()
+    res_np = residual.cpu().numpy()
+    return theta_np, {
+        "iterations": it,
+        "block_size": ell,
+        "max_residual_relative": float(res_np.max() / max(theta_np[0], 1e-300)),
+        "residual_sum": float(res_np.sum()),
+        "converged": bool(res_np.max() / max(theta_np[0], 1e-300) < tol),
+    }
+
+
+def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Top-k eigenvalues of G = P^T P by implicitly restarted Lanczos (ARPACK ``eigsh``), G x = P^T (P x).
+
+    Residuals |G v_i - theta_i v_i| are recomputed from the returned vectors.
+    """
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    n = matrix.shape[1]
+    k = min(k, n - 1)
+    mt = matrix.T.tocsr()
+    op = LinearOperator((n, n), matvec=lambda x: mt @ (matrix @ x), matmat=lambda x: mt @ (matrix @ x), dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    theta, vec = eigsh(op, k=k, which="LA", tol=tol, v0=v0)
+    order = np.argsort(theta)[::-1]
+    theta, vec = theta[order], vec[:, order]
+    res = np.linalg.norm(mt @ (matrix @ vec) - vec * theta, axis=0)
+    theta = np.clip(theta, 0, None)
+    return theta, {
+        "max_residual_relative": float(res.max() / max(theta[0], 1e-300)),
+        "residual_sum": float(res.sum()),
+        "converged": True,
+    }
+
+
+def _block_submatrix(matrix: sp.csr_matrix, row_block: np.ndarray, col_block: np.ndarray, b: int) -> sp.csr_matrix:
+    rows = np.nonzero(row_block == b)[0]
+    cols = np.nonzero(col_block == b)[0]
+    sub = matrix[rows][:, cols].tocsr()
+    # The Gram of the smaller side has the same non-zero eigenvalues.
+    return sub if sub.shape[1] <= sub.shape[0] else sub.T.tocsr()
+
+
+def sparse_singular_values(
+    matrix: sp.csr_matrix,
+    top_k: int | None = None,
+    method: Method = "auto",
+    device: str = "auto",
+    max_dense: int = DEFAULT_MAX_DENSE,
+    truncated_k: int = DEFAULT_TRUNCATED_K,
+    seed: int = 0,
+) -> SparseSpectrum:
+    """Singular values of a sparse P, blockwise (see module docstring), with on-run accuracy.
+
+    ``top_k``: keep only the k largest (None: all). ``method``: ``auto`` (dense
+    Gram per block when the block's smaller side is at most ``max_dense``, else
+    Lanczos on CPU and subspace iteration on a GPU), ``dense`` (dense Gram for
+    every block, whatever its size), ``subspace`` or ``lanczos`` (that truncated
+    method for every block whose smaller side exceeds ``SMALL_BLOCK``).
+    Truncated blocks compute ``top_k`` (or ``truncated_k``) values.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    matrix.eliminate_zeros()
+    device = _resolve_device(device)
+    fro = frobenius_norm(matrix)
+    if matrix.nnz == 0:
+        raise ValueError("the matrix has no non-zero entry")
+    n_blocks, row_block, col_block = bipartite_blocks(matrix)
+    n_rows_b = np.bincount(row_block, minlength=n_blocks)
+    n_cols_b = np.bincount(col_block, minlength=n_blocks)
+    side = np.minimum(n_rows_b, n_cols_b)
+    coo = matrix.tocoo()
+    block_sq = np.bincount(col_block[coo.col], weights=coo.data * coo.data, minlength=n_blocks)
+
+    values: list[np.ndarray] = []
+    trivial = np.nonzero(side == 1)[0]
+    values.append(block_sq[trivial])
+    small = np.nonzero((side >= 2) & (side <= SMALL_BLOCK))[0]
+    small_by_cols = small[n_cols_b[small] <= n_rows_b[small]]
+    small_by_rows = small[n_cols_b[small] > n_rows_b[small]]
+    values.append(_small_blocks_eigenvalues(matrix, col_block, small_by_cols, device))
+    values.append(_small_blocks_eigenvalues(matrix.T.tocsr(), row_block, small_by_rows, device))
+
+    large = np.nonzero(side > SMALL_BLOCK)[0]
+    dense_done: list[int] = []
+    truncated: list[dict[str, Any]] = []
+    cutoff = 0.0
+    most_negative = 0.0
+    for b in large[np.argsort(-side[large])]:
+        sub = _block_submatrix(matrix, row_block, col_block, int(b))
+        size = sub.shape[1]
+        use_dense = method == "dense" or (method == "auto" and size <= max_dense)
+        if use_dense:
+            gram = (sub.T @ sub).toarray()
+            ev, lowest = _dense_block(gram, device)
+            del gram
+            most_negative = min(most_negative, lowest)
+            values.append(ev)
+            dense_done.append(size)
+            continue
+        k = min(top_k or truncated_k, size)
+        if k >= size - 1:
+            ev, lowest = _dense_block((sub.T @ sub).toarray(), device)
+            most_negative = min(most_negative, lowest)
+            values.append(ev)
+            dense_done.append(size)
+            continue
+        name = method if method in ("subspace", "lanczos") else ("subspace" if device.startswith("cuda") else "lanczos")
+        if name == "lanczos":
+            ev, info = lanczos_top_eigenvalues(sub, k, seed=seed)
+        else:
+            ev, info = subspace_top_eigenvalues(sub, k, device=device, seed=seed, max_iters=200 if device.startswith("cuda") else 60)
+        values.append(ev)
+        truncated.append({"size": size, "k": k, "method": name, **info})
+        cutoff = max(cutoff, float(ev[-1]))
+
+    eig = np.concatenate(values)
+    eig = np.sort(eig[eig > 0])[::-1]
+    complete = not truncated
+    if not complete:
+        # Below the smallest value of a truncated block, other values of that block are unknown.
+        eig = eig[eig >= cutoff]
+    if top_k is not None and len(eig) > top_k:
+        eig = eig[:top_k]
+        complete = False
+    s = np.sqrt(eig)
+
+    accuracy: dict[str, Any] = {}
+    if not truncated and top_k is None:
+        accuracy["trace_relative_error"] = abs(float(np.sum(eig)) - fro * fro) / (fro * fro)
+    accuracy["most_negative_eigenvalue_relative"] = most_negative
+    if truncated:
+        accuracy["truncated_blocks"] = truncated
+        accuracy["max_residual_relative"] = max(t["max_residual_relative"] for t in truncated)
+        accuracy["w_error_squared_bound"] = sum(t["residual_sum"] for t in truncated) / (fro * fro)
+    parts = []
+    if len(trivial) or len(small):
+        parts.append("blocks")
+    if dense_done:
+        parts.append("gram-dense")
+    if truncated:
+        parts.append(truncated[0]["method"])
+    return SparseSpectrum(
+        singular_values=s,
+        frobenius_norm=fro,
+        method="+".join(parts) if parts else "blocks",
+        complete=complete,
+        accuracy=accuracy,
+        blocks={
+            "n_blocks": n_blocks,
+            "trivial_blocks": int(len(trivial)),
+            "small_blocks": int(len(small)),
+            "large_blocks": [int(x) for x in sorted(side[large], reverse=True)],
+            "dense_block_sizes": dense_done,
+        },
+        device=device,
+    )
