@@ -331,6 +331,27 @@ def test_explicit_local_revisions_give_the_sweep_numbers(suite, brown_tasks, eva
             assert mine[key].results["tasks"][task] == pytest.approx(metrics, rel=1e-6)
 
 
+def test_a_real_lmsat_sweep_feeds_downstream(suite, brown_tasks, brown_dir, evaluated, cli, tmp_path):
+    """`lmsat sweep` on the local suite, then `lmsat downstream RUN_DIR`: its best/final are the sweep's saturation steps."""
+    import pandas as pd
+
+    run = tmp_path / "run"
+    res = cli("sweep", suite["root"] / "train" / "tiny-neox", "--data", brown_dir / "ca40.txt", "--tokens", "2048",
+              "--device", "cpu", "-o", run)
+    assert res.code == 0, res.stderr
+    saturation = pd.read_csv(run / "saturation.csv").iloc[0]
+    res = cli("downstream", run, "--include-path", brown_tasks["tasks"], "--tasks", "brown_ppl,brown_cloze",
+              "--bootstrap-iters", "0", "--batch-size", "4", "--device", "cpu")
+    assert res.code == 0, res.stderr
+    table = _store(run).records("downstream_table")[0]
+    assert table.inputs["best"]["step"] == saturation["best_step"] == 12
+    assert table.inputs["final"]["step"] == saturation["final_step"] == 16
+    assert table.inputs["best"]["cross_entropy"] == pytest.approx(saturation["best_loss"])
+    theirs = {r.key: r for r in _store(suite["run"]).records("downstream")}
+    for rec in _store(run).records("downstream"):  # same checkpoints and tasks as the Store.put sweep: same numbers
+        assert rec.results["tasks"]["brown_ppl"] == pytest.approx(theirs[rec.key].results["tasks"]["brown_ppl"], rel=1e-6)
+
+
 def test_storycloze_dir_runs_the_harness_storycloze_task(suite, brown_dir, tmp_path):
     """storycloze_2016 with local CSVs in the official layout; accuracy against hand-scored endings."""
     from lmsat.experiments import downstream as ds
