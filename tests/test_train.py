@@ -182,3 +182,20 @@ def test_llama_architecture_trains_and_loads(family: dict, tmp_path: Path) -> No
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "llama-d8-l1" / "step4")
     assert model.config.model_type == "llama" and model.config.hidden_size == 8
     assert not model.config.tie_word_embeddings
+
+
+@pytest.mark.real
+def test_trains_on_real_text_with_a_real_tokenizer(brown_dir: Path, smollm2_hf: Path, tmp_path: Path) -> None:
+    """Any corpus lmsat loads: one Brown-corpus file, SmolLM2's 49k-token tokenizer, held-out tail of the text."""
+    from lmsat.training.train import train_family
+
+    cfg = TrainConfig(layers=1, heads=2, seq_len=32, steps=16, batch_size=8, lr=1e-2, warmup=2,
+                      checkpoint_every=16, eval_tokens=512, device="cpu")
+    (rec,) = train_family(brown_dir / "ca01.txt", smollm2_hf, tmp_path, [16], cfg)
+    arr = rec.load_arrays()
+    assert rec.results["reference_entropy"] is None  # real text: no known entropy
+    assert "last windows" in rec.inputs["data"]["eval_corpus"]
+    assert arr["eval_loss"][0] == pytest.approx(math.log(49152), abs=0.2)  # about uniform at initialisation
+    assert arr["eval_loss"][-1] < arr["eval_loss"][0] - 2.0
+    config = json.loads((tmp_path / "gpt-neox-d16-l1" / "train_config.json").read_text())
+    assert config["vocab_size"] == 49152 and config["tokens_per_step"] == 256

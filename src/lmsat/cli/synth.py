@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lmsat.cli.app import app
-from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Force, Output, SeqLen, Split, Streaming, TextField, corpus_spec
+from lmsat.cli.options import Data, DataConfig, Device, Output, Split, Streaming, TextField, corpus_spec
 from lmsat.cli.show import print_table, say
 
 PANEL = "Ground truth"
@@ -22,14 +22,14 @@ def synth(
     contexts: Annotated[int, typer.Option("--contexts", help="Number of context classes C (rows of the C x V matrix P); at most V^order.")] = 256,
     rank: Annotated[int, typer.Option("--rank", help="Rank R of the logits (low-rank-logits) or of P (low-rank-probs); 1 <= R <= min(C, V).")] = 32,
     order: Annotated[int, typer.Option("--order", help="k: the context of a token is set by the previous k tokens.")] = 1,
-    temperature: Annotated[Optional[float], typer.Option(help="low-rank-logits only: logit entries have standard deviation 1/T [default: 0.5].")] = None,
-    concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of the R base distributions (small = peaked) [default: 0.02].")] = None,
-    mix_concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of each context's mixture weights [default: 0.1].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="low-rank-logits only: logit entries have standard deviation 1/T (default 0.5).")] = None,
+    concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of the R base distributions (small = peaked; default 0.02).")] = None,
+    mix_concentration: Annotated[Optional[float], typer.Option(help="low-rank-probs only: Dirichlet parameter of each context's mixture weights (default 0.1).")] = None,
     tokens: Annotated[int, typer.Option("--tokens", "-n", help="Training tokens to generate (rounded up to whole lines).")] = 2_000_000,
     heldout_tokens: Annotated[int, typer.Option(help="Held-out tokens, from an independent random stream.")] = 131_072,
-    doc_tokens: Annotated[int, typer.Option(help="Words per line of the text files (match `lmsat train --seq-len` for tidy windows).")] = 64,
+    doc_tokens: Annotated[int, typer.Option(help="Words per line of the text files (layout only: each file is one chain that runs on across its lines).")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the matrices, the context map and the text.")] = 0,
-    force: Force = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different language already written in OUTPUT.")] = False,
 ) -> None:
     """Write a synthetic language whose next-token distributions have a known rank and entropy.
 
@@ -65,7 +65,7 @@ def synth(
     figure = plot_true_spectra({family: record}, output / "figures" / "true_spectra.png")
     print_table(synth_table(record), title=f"Synthetic language in {output}")
     say(f"truth: {record.path}  figure: {figure}")
-    say(f"next: lmsat train --data {output / 'corpus'} --tokenizer {output / 'tokenizer'} --seq-len {doc_tokens} -o RUN_DIR")
+    say(f"next: lmsat train --data {output / 'corpus'} --tokenizer {output / 'tokenizer'} -o RUN_DIR")
 
 
 @app.command(rich_help_panel=PANEL)
@@ -77,9 +77,9 @@ def train(
     layers: Annotated[int, typer.Option(help="Transformer layers.")] = 2,
     heads: Annotated[int, typer.Option(help="Attention heads (must divide every hidden size).")] = 4,
     arch: Annotated[str, typer.Option(help="gpt-neox (Pythia-like) or llama; both with an untied LM head.")] = "gpt-neox",
-    seq_len: SeqLen = 64,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Context length: tokens per training sequence.")] = 64,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
-    batch_size: BatchSize = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per optimizer step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
     min_lr_ratio: Annotated[float, typer.Option(help="Final learning rate as a fraction of --lr (cosine decay).")] = 0.1,
     warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100,
@@ -87,7 +87,7 @@ def train(
     grad_clip: Annotated[float, typer.Option(help="Clip the global gradient L2 norm to this.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the batch order.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoints at step0, 1, 2, 4, ... below N, then every N steps and the last step.")] = 100,
-    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out corpus [default: heldout/ next to a corpus from lmsat synth, else the last --eval-tokens of --data].")] = None,
+    eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out corpus (default: the heldout/ folder next to a corpus written by lmsat synth, else the last --eval-tokens of --data, not trained on).")] = None,
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at each checkpoint.")] = 16384,
     log_every: Annotated[int, typer.Option(help="Log the mean training loss every N steps.")] = 10,
     device: Device = "auto",
@@ -95,7 +95,7 @@ def train(
     data_config: DataConfig = None,
     split: Split = "train",
     streaming: Streaming = True,
-    force: Force = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete the models of OUTPUT with these hidden sizes and retrain them from scratch.")] = False,
 ) -> None:
     """Train a family of small causal LMs (one per hidden size) with Pythia-like checkpoints.
 
@@ -108,8 +108,9 @@ def train(
     its newest checkpoint and skips finished ones. On a language from `lmsat synth` the gap to
     its true entropy is measured on the same held-out tokens.
     """
+    from lmsat.figures.training import plot_family
     from lmsat.store import Store, atomic_write_csv
-    from lmsat.training.train import TrainConfig, parse_hidden_sizes, train_family
+    from lmsat.training.train import TrainConfig, family_table, parse_hidden_sizes, train_family
 
     sizes = parse_hidden_sizes(hidden_sizes)
     config = TrainConfig(
@@ -120,36 +121,11 @@ def train(
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None
     records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force)
-    table, figures = family_outputs(Store(output).records("train"), output)
+    everything = Store(output).records("train")
+    table = family_table(everything)
     atomic_write_csv(output / "training.csv", table)
+    figures = plot_family(everything, output / "figures")
     shown = table[table["model"].isin([r.key for r in records])]
-    print_table(shown, title="Trained models (losses in nats/token)", floats=4)
+    columns = ["model", "d", "final_loss", "entropy", "gap", "best_step", "rise", "head_eff_rank", "anisotropy"]
+    print_table(shown[columns], title="Trained models (losses in nats/token)", floats=3)
     say(f"checkpoints: {output}/<model>/step<N>  table: {output / 'training.csv'}  figures: {', '.join(str(f) for f in figures)}")
-
-
-def family_outputs(records: list, output: Path) -> tuple[object, list[Path]]:
-    """The table and figures of every trained model in ``output`` (rebuilt from the records)."""
-    import pandas as pd
-
-    from lmsat.figures.training import plot_gap_vs_hidden_size, plot_head_over_training, plot_training_curves
-
-    rows = []
-    for rec in sorted(records, key=lambda r: (r.results["hidden_size"], r.key)):
-        res = rec.results
-        rows.append({
-            "model": rec.key, "d": res["hidden_size"], "params": res["n_params"], "steps": res["steps"],
-            "final_loss": res["final_eval_loss"], "best_loss": res["best_eval_loss"], "best_step": res["best_step"],
-            "rise": res["relative_rise"], "entropy": res.get("reference_entropy"), "gap": res.get("final_gap"),
-            "head_eff_rank": res.get("final_head_effective_rank"), "anisotropy": res.get("final_last_layer_anisotropy"),
-        })
-    table = pd.DataFrame(rows)
-    figures = [plot_training_curves(records, output / "figures" / "training_loss.png"),
-               plot_head_over_training(records, output / "figures" / "training_head.png")]
-    if any(r.results.get("final_gap") is not None for r in records):
-        from lmsat.experiments.synth import language_for_corpus
-
-        language = language_for_corpus(records[0].inputs["data"]["corpus"]["source"])
-        rank = language.results["rank"] if language is not None else None
-        label = language.results["family"] if language is not None else "gap"
-        figures.append(plot_gap_vs_hidden_size({label: records}, output / "figures" / "training_gap.png", rank=rank))
-    return table, figures

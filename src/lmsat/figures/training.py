@@ -3,7 +3,8 @@
 * :func:`plot_training_curves`: held-out loss vs step per model, with the language's true entropy;
 * :func:`plot_gap_vs_hidden_size`: final (and best) gap to the true entropy vs hidden size d;
 * :func:`plot_head_over_training`: LM-head effective rank and last-layer anisotropy vs step;
-* :func:`plot_true_spectra`: normalised singular values of P and of the row-centred log P.
+* :func:`plot_true_spectra`: normalised singular values of P and of the row-centred log P;
+* :func:`plot_family`: the first three for the models of one run directory.
 """
 
 from __future__ import annotations
@@ -108,3 +109,18 @@ def plot_true_spectra(languages: dict[str, Record], path: str | Path) -> Path:
         ax.set_title(f"Singular values of {what}")
         ax.legend()
     return save(fig, path)
+
+
+def plot_family(records: list[Record], folder: str | Path) -> list[Path]:
+    """training_loss.png, training_head.png and (for a synthetic language) training_gap.png in ``folder``."""
+    from lmsat.experiments.synth import language_for_corpus
+
+    folder = Path(folder)
+    figures = [plot_training_curves(records, folder / "training_loss.png"),
+               plot_head_over_training(records, folder / "training_head.png")]
+    if any(r.results.get("final_gap") is not None for r in records):
+        language = language_for_corpus(records[0].inputs["data"]["corpus"]["source"])
+        rank = language.results["rank"] if language is not None else None
+        label = language.results["family"] if language is not None else "gap"
+        figures.append(plot_gap_vs_hidden_size({label: records}, folder / "training_gap.png", rank=rank))
+    return figures

@@ -736,6 +736,27 @@ def train_family(
     return [train_model(cfg, inputs, prepared, output, force=force) for cfg in configs]
 
 
+def family_table(records: list[Record]) -> Any:
+    """One row per trained model (sorted by d): losses in nats/token, gap to the true entropy, saturation signs.
+
+    ``rise`` = final / best held-out loss - 1; ``head_eff_rank`` = exp(H(s^2 / sum s^2)) of the
+    LM head; ``anisotropy`` = last-layer anisotropy on held-out text (final checkpoint).
+    """
+    import pandas as pd
+
+    rows = []
+    for rec in sorted(records, key=lambda r: (r.results["hidden_size"], r.key)):
+        res = rec.results
+        rows.append({
+            "model": rec.key, "d": res["hidden_size"], "params": res["n_params"], "steps": res["steps"],
+            "final_loss": res["final_eval_loss"], "best_loss": res["best_eval_loss"], "best_step": res["best_step"],
+            "rise": res["relative_rise"], "entropy": res.get("reference_entropy"), "gap": res.get("final_gap"),
+            "best_gap": res.get("best_gap"), "head_eff_rank": res.get("final_head_effective_rank"),
+            "anisotropy": res.get("final_last_layer_anisotropy"),
+        })
+    return pd.DataFrame(rows)
+
+
 def parse_hidden_sizes(text: str) -> list[int]:
     """``"16,32,64"`` -> [16, 32, 64]; a clear error for anything else."""
     try:
