@@ -91,6 +91,9 @@ def test_recorded_entropies_match_a_recomputation_from_the_text(small_language: 
     pi = arrays["stationary_context_probs"]
     assert rec.results["expected_entropy"] == pytest.approx(float(pi @ arrays["context_entropy"]), abs=1e-12)
     assert rec.results["expected_entropy_weighting"] == "stationary"
+    gaps = arrays["svd_truncation_gap"]
+    assert gaps[0] == pytest.approx(rec.results["uniform_entropy"] - rec.results["expected_entropy"], abs=1e-12)
+    assert gaps[4] < 1e-12 < gaps[3]  # a rank-4 head is exact for a rank-4 logit language
 
 
 def _empirical_matrix(folder: Path, vocab: int, n_files: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from lmsat.synth.generator import (
     row_entropies,
     sample_chains,
     stationary_context_distribution,
+    svd_truncation_gaps,
 )
 
 
@@ -162,6 +163,21 @@ def test_generation_is_deterministic_and_heldout_is_independent() -> None:
     # held-out text is another draw, not a copy: agreement is far below 1 (it is about sum_v p_v^2)
     assert (a.tokens == held.tokens).mean() < 0.75
     assert [len(c) for c in generate(lang, 2500, chain_tokens=1000).chains()] == [1000, 1000, 500]
+
+
+def test_svd_truncation_gap_is_the_kl_of_truncated_logits() -> None:
+    lang = make_language(LanguageSpec(vocab=30, contexts=20, rank=5, temperature=0.5, seed=7))
+    w = np.random.default_rng(0).dirichlet(np.ones(20))
+    gaps = svd_truncation_gaps(lang, w, 20)
+    h = row_entropies(lang.probs)
+    assert gaps[0] == pytest.approx(np.log(30) - w @ h, abs=1e-12)  # rank 0: uniform prediction
+    assert gaps[4] > 0.01 and gaps[5] < 1e-12 and gaps[20] < 1e-12  # exact from rank R on
+    # independent: truncate the centred log-probabilities with numpy and take the weighted KL
+    z = lang.log_probs - lang.log_probs.mean(axis=1, keepdims=True)
+    u, s, vt = np.linalg.svd(z)
+    z3 = (u[:, :3] * s[:3]) @ vt[:3]
+    log_q = z3 - np.log(np.exp(z3).sum(axis=1, keepdims=True))
+    assert gaps[3] == pytest.approx(float(w @ (lang.probs * (lang.log_probs - log_q)).sum(axis=1)), rel=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from lmsat.synth.generator import (
     numerical_rank,
     row_entropies,
     stationary_context_distribution,
+    svd_truncation_gaps,
 )
 
 KIND = "synth"
@@ -50,6 +51,8 @@ EOS_TOKEN = "<eos>"
 CORPUS, HELDOUT, TOKENIZER = "corpus", "heldout", "tokenizer"
 #: Matrices P and centred log P are stored in the record when C x V is at most this.
 STORE_MATRICES_MAX = 1 << 20
+#: svd_truncation_gap is computed for d = 0..min(C, V, this).
+TRUNCATION_MAX_RANK = 256
 _INCOMPLETE = ".synth-incomplete"
 
 
@@ -122,6 +125,7 @@ def truth_results(lang: Language, train: Sample, heldout: Sample) -> tuple[dict[
     stationary = float((pi * h_rows).sum()) if pi is not None else None
     weights = pi if pi is not None else counts / counts.sum()
     marginal = weights @ lang.probs
+    truncation = svd_truncation_gaps(lang, weights, min(c_count, v, TRUNCATION_MAX_RANK))
     results: dict[str, Any] = {
         **spec.describe(),
         "n_tokens": train.n_tokens,
@@ -141,6 +145,7 @@ def truth_results(lang: Language, train: Sample, heldout: Sample) -> tuple[dict[
         "numerical_rank_logits": numerical_rank(s_logits, (c_count, v)),
         "w_error_probs_at_rank": w_error(s_probs, spec.rank),
         "w_error_logits_at_rank": w_error(s_logits, spec.rank),
+        "svd_truncation_gap": {str(d): float(truncation[d]) for d in sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, spec.rank}) if d < len(truncation)},
         "contexts_visited": int((counts > 0).sum()),
         "context_map": "explicit table" if lang.context_table is not None else "tabulation hash",
         "start_context": f"{spec.order} virtual tokens {word(0)} before each chain (not written)",
@@ -151,6 +156,8 @@ def truth_results(lang: Language, train: Sample, heldout: Sample) -> tuple[dict[
             "expected_entropy_empirical = sum_c n_c/n H(P_c) over the visited contexts; "
             "stationary_entropy = sum_c pi_c H(P_c), pi the stationary context distribution",
             "singular_values_logits are those of log P minus its row means (the logits that give P)",
+            "svd_truncation_gap[d] = expected KL(P_c || softmax of the rank-d truncated SVD of the centred logits), "
+            "an upper bound on the smallest gap of a rank-d softmax head",
         ],
     }
     arrays: dict[str, np.ndarray] = {
@@ -158,6 +165,7 @@ def truth_results(lang: Language, train: Sample, heldout: Sample) -> tuple[dict[
         "singular_values_logits": s_logits,
         "context_entropy": h_rows,
         "context_counts": counts,
+        "svd_truncation_gap": truncation,
         "heldout_tokens": heldout.tokens.astype(np.int32),
         "heldout_neg_log_probs": heldout.neg_log_probs,
     }

@@ -23,6 +23,7 @@ def _by_hidden_size(records: list[Record]) -> list[Record]:
 
 def _step_axis(ax: object) -> None:
     ax.set_xscale("symlog", linthresh=1)  # type: ignore[attr-defined]
+    ax.set_xlim(left=0)  # type: ignore[attr-defined]
     ax.set_xlabel("training step (symlog)")  # type: ignore[attr-defined]
 
 

@@ -313,6 +313,30 @@ def centered_log_probs(lang: Language) -> np.ndarray:
     return lang.logits - lang.logits.mean(axis=1, keepdims=True)
 
 
+def svd_truncation_gaps(lang: Language, weights: np.ndarray, max_rank: int) -> np.ndarray:
+    """gap(d) = sum_c w_c KL(P_c || softmax(Z_d)_c) for d = 0..max_rank, in nats/token.
+
+    Z_d is the best rank-d approximation (truncated SVD, Frobenius sense) of the row-centred
+    logits Z = log P - mean_v log P. It is what a rank-d linear softmax head gets by keeping the
+    top-d directions of the true logits, so gap(d) is an upper bound on the smallest gap any
+    head of rank d can reach (the KL-optimal rank-d logits are not the Frobenius-optimal ones).
+    gap(0) = ln V - sum_c w_c H(P_c) (uniform prediction); gap(d) = 0 once Z_d = Z
+    (d = R for ``low-rank-logits``). ``weights`` w are context probabilities (summing to 1).
+    """
+    z = centered_log_probs(lang)
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    plogp = (lang.probs * lang.log_probs).sum(axis=1)
+    approx = np.zeros_like(z)
+    gaps = np.empty(max_rank + 1)
+    for d in range(max_rank + 1):
+        if d > 0:
+            approx += s[d - 1] * np.outer(u[:, d - 1], vt[d - 1])
+        kl = plogp - (lang.probs * log_softmax_rows(approx)).sum(axis=1)
+        gaps[d] = float(w @ np.maximum(kl, 0.0))
+    return gaps
+
+
 @dataclass(frozen=True)
 class Sample:
     """Generated text of a language, chains concatenated: 1-D int64 ``tokens`` and ``contexts``,
