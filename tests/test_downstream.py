@@ -399,10 +399,10 @@ def _assert_user_error(res, out: Path, *words: str) -> None:
     assert files_under(out) == []
 
 
-def test_unknown_task_is_a_clear_error(suite, brown_tasks, cli, tmp_path):
+def test_unknown_task_is_a_clear_error(suite, cli, tmp_path):
     out = tmp_path / "out"
     res = cli("downstream", "--model", str(suite["root"] / "train" / "tiny-neox"), "--revisions", "step12,step16",
-              "--include-path", brown_tasks["tasks"], "--tasks", "brown_ppl,lambada_opneai", "-o", out)
+              "--tasks", "sciq,lambada_opneai", "-o", out)
     _assert_user_error(res, out, "unknown task 'lambada_opneai'", "lambada_openai")
 
 
@@ -423,6 +423,13 @@ def test_missing_paths_are_clear_errors(suite, brown_tasks, cli, tmp_path):
     (tasks / "gone.yaml").write_text(yaml.safe_dump(cfg))
     _assert_user_error(cli("downstream", *model, "--include-path", tasks, "--tasks", "brown_ppl_gone"), out,
                        "brown_ppl_gone", "cannot load its data")
+    # A custom task whose template names a field the data does not have.
+    cfg = yaml.safe_load((brown_tasks["tasks"] / "brown_cloze.yaml").read_text())
+    cfg["task"] = "brown_cloze_typo"
+    cfg["doc_to_text"] = "{{contxt}}"
+    (tasks / "typo.yaml").write_text(yaml.safe_dump(cfg))
+    _assert_user_error(cli("downstream", *model, "--include-path", tasks, "--tasks", "brown_cloze_typo"), out,
+                       "brown_cloze_typo", "first document")
     # Checkpoints that do not exist.
     bad = ["--model", str(suite["root"] / "train" / "tiny-neox"), "--revisions", "step12,step99", "-o", out]
     _assert_user_error(cli("downstream", *bad, "--include-path", brown_tasks["tasks"], "--tasks", "brown_ppl"), out, "step99")

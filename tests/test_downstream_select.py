@@ -147,3 +147,12 @@ def test_default_tasks_leave_storycloze_out_without_its_data():
     # The task-set id is part of every record key: equal for equal inputs, different when the limit changes.
     assert ds.resolve_tasks(None).task_set == plan.task_set
     assert ds.resolve_tasks(None, limit=10).task_set != plan.task_set
+
+
+def test_missing_lm_eval_is_a_clear_error(cli, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
+    res = cli("downstream", "--model", "EleutherAI/pythia-160m", "--revisions", "step1,step2", "-o", tmp_path / "out")
+    assert res.code == 2 and "pip install 'lmsat[downstream]'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -31,9 +31,8 @@ def downstream(
     ] = None,
     tasks: Annotated[
         Optional[str],
-        typer.Option(help="Comma-separated lm-eval task names or task YAML files "
-                          "[default: the study's lambada_openai,storycloze_2016,wikitext,sciq,arc_easy; "
-                          "storycloze_2016 only with --storycloze-dir]."),
+        typer.Option(help="Comma-separated lm-eval task names or task YAML files (default: the study's "
+                          "lambada_openai,storycloze_2016,wikitext,sciq,arc_easy; storycloze_2016 only with --storycloze-dir)."),
     ] = None,
     limit: Annotated[
         Optional[str],
@@ -50,7 +49,7 @@ def downstream(
     ] = None,
     output: Annotated[
         Optional[Path],
-        typer.Option("--output", "-o", help="Run directory for the results [default: RUN_DIR, or lmsat-runs with --model]."),
+        typer.Option("--output", "-o", help="Run directory for the results (default: RUN_DIR, or lmsat-runs with --model)."),
     ] = None,
     batch_size: BatchSize = 8,
     device: Device = "auto",
@@ -66,8 +65,9 @@ def downstream(
 ) -> None:
     """Evaluate each model's best and final checkpoint on zero-shot tasks with lm-evaluation-harness (study Table 1).
 
-    Give a sweep run directory (best = lowest cross-entropy among checkpoints measured without
-    failure, final = largest step), or --model M --revisions BEST,FINAL. Local checkpoint
+    Give a sweep run directory (best = lowest cross-entropy, final = largest step, among the
+    checkpoints measured without failure and not duplicating another's weights), or
+    --model M --revisions BEST,FINAL. Local checkpoint
     folders (OUT/<model>/step<N>/) and hub revisions work the same way. Every task is the
     harness's own, zero-shot; --tasks, --limit and --include-path pass through.
 
@@ -76,8 +76,9 @@ def downstream(
     OUTPUT/downstream/harness/, one downstream_table record per model, and OUTPUT/downstream.csv:
     best and final side by side with the difference (final - best; accuracies in %).
 
-    Table 1 for Pythia-160M (needs the hub; pick the checkpoints with `lmsat sweep` first):
-    lmsat downstream RUN_DIR --model EleutherAI/pythia-160m --storycloze-dir DIR
+    Table 1 for Pythia-160M (needs the hub; the sweep finds the best checkpoint):
+    lmsat sweep --suite pythia --sizes 160m --revisions all --data hf:monology/pile-uncopyrighted
+    --text-field text -o runs/pythia-160m && lmsat downstream runs/pythia-160m --storycloze-dir DIR
     """
     from lmsat.experiments import downstream as ds
     from lmsat.store import Store, atomic_write_csv

@@ -487,18 +487,42 @@ def harness_task_specs(plan: TaskPlan) -> Iterator[list[str | dict[str, Any]]]:
 
 
 def check_task_data(plan: TaskPlan, specs: Sequence[str | dict[str, Any]]) -> None:
-    """Build each task once (this loads its data) so a missing data file or an unreachable hub fails before any evaluation."""
+    """Build each task once and render its first document, before any evaluation.
+
+    Building a task loads its data, so a missing data file or an unreachable hub
+    fails here; rendering the first document's prompt, target and choices
+    catches a YAML template that names a field the data does not have.
+    """
+    import jinja2
+
     for spec in specs:
         name = spec["task"] if isinstance(spec, dict) else spec
         try:
-            with _quiet_harness():
-                plan.task_manager.load([spec])
+            with _quiet_harness(), _datasets_bars():
+                loaded = plan.task_manager.load([spec])["tasks"]
+        except jinja2.TemplateError as exc:  # the harness renders the first document while building the task
+            raise UserError(f"task '{name}' fails on its first document ({type(exc).__name__}: {exc}); check the templates "
+                            "(doc_to_text, doc_to_target, doc_to_choice) in its YAML against the data's fields.") from exc
         except Exception as exc:  # datasets and the harness raise many types; all mean "this task cannot run"
             text = " ".join(str(exc).split())[:300]
             raise UserError(
                 f"task '{name}' cannot load its data ({type(exc).__name__}: {text}); check the data path in its YAML "
                 "(dataset_path, data_files), the network or HF_DATASETS_OFFLINE for hub datasets."
             ) from exc
+        for task_name, task in loaded.items():
+            try:
+                docs = task.eval_docs
+                if len(docs) == 0:
+                    raise ValueError("its evaluation split is empty")
+                doc = docs[0]
+                task.doc_to_text(doc)
+                task.doc_to_target(doc)
+                if task.OUTPUT_TYPE == "multiple_choice":
+                    task.doc_to_choice(doc)
+            except Exception as exc:
+                text = " ".join(str(exc).split())[:300]
+                raise UserError(f"task '{task_name}' fails on its first document ({type(exc).__name__}: {text}); "
+                                "check the templates (doc_to_text, doc_to_target, doc_to_choice) and split names in its YAML.") from exc
 
 
 # --- running the harness on one checkpoint ----------------------------------------------------
@@ -536,8 +560,6 @@ def _quiet_harness() -> Iterator[None]:
 @contextlib.contextmanager
 def harness_log(path: Path, capture_stderr: bool) -> Iterator[None]:
     """Send the harness's log records and prints to ``path``; its progress bars (stderr) too when ``capture_stderr``."""
-    from lmsat import progress
-
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("lm_eval")
     with open(path, "w", encoding="utf-8") as fh:
@@ -546,14 +568,8 @@ def harness_log(path: Path, capture_stderr: bool) -> Iterator[None]:
         old_level = logger.level
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        restore_bars = None
-        if not progress.enabled():
-            import datasets
-
-            restore_bars = datasets.utils.logging.is_progress_bar_enabled()
-            datasets.utils.logging.disable_progress_bar()
         try:
-            with contextlib.redirect_stdout(fh):
+            with contextlib.redirect_stdout(fh), _datasets_bars():
                 if capture_stderr:
                     with contextlib.redirect_stderr(fh):
                         yield
@@ -562,10 +578,23 @@ def harness_log(path: Path, capture_stderr: bool) -> Iterator[None]:
         finally:
             logger.removeHandler(handler)
             logger.setLevel(old_level)
-            if restore_bars:
-                import datasets
 
-                datasets.utils.logging.enable_progress_bar()
+
+@contextlib.contextmanager
+def _datasets_bars() -> Iterator[None]:
+    """The `datasets` progress bars follow lmsat's switch (LMSAT_PROGRESS=0 silences them)."""
+    from datasets.utils import logging as ds_logging
+
+    from lmsat import progress
+
+    was = ds_logging.is_progress_bar_enabled()
+    if not progress.enabled():
+        ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not ds_logging.is_progress_bar_enabled():
+            ds_logging.enable_progress_bar()
 
 
 def split_metric_key(key: str) -> tuple[str, str]:
