@@ -318,17 +318,20 @@ def test_rerun_skips_finished_checkpoints(suite, evaluated, cli):
 
 
 def test_explicit_local_revisions_give_the_sweep_numbers(suite, brown_tasks, evaluated, cli, tmp_path):
+    """--model DIR --revisions BEST,FINAL; brown_ppl given as a YAML file path this time (the harness takes both)."""
     out = tmp_path / "explicit"
     res = cli("downstream", "--model", str(suite["root"] / "train" / "tiny-neox"), "--revisions", "step12,step16",
-              "--include-path", brown_tasks["tasks"], "--tasks", "brown_ppl,brown_cloze", "--bootstrap-iters", "0",
-              "--batch-size", "4", "--device", "cpu", "-o", out)
+              "--include-path", brown_tasks["tasks"], "--tasks", f"{brown_tasks['tasks'] / 'brown_ppl.yaml'},brown_cloze",
+              "--bootstrap-iters", "0", "--batch-size", "4", "--device", "cpu", "-o", out)
     assert res.code == 0, res.stderr
-    mine = {r.key: r for r in _store(out).records("downstream")}
-    theirs = {r.key: r for r in _store(suite["run"]).records("downstream")}
-    assert set(mine) == set(theirs)  # same model name and revisions -> same keys as the sweep path
-    for key in mine:
-        for task, metrics in theirs[key].results["tasks"].items():
-            assert mine[key].results["tasks"][task] == pytest.approx(metrics, rel=1e-6)
+    mine = {r.inputs["revision"]: r for r in _store(out).records("downstream")}
+    theirs = {r.inputs["revision"]: r for r in _store(suite["run"]).records("downstream")}
+    assert set(mine) == set(theirs) == {"step12", "step16"}
+    for rev in mine:
+        assert mine[rev].inputs["model"] == theirs[rev].inputs["model"]  # a sweep names local models the same way
+        assert set(mine[rev].results["tasks"]) == {"brown_ppl", "brown_cloze"}
+        for task, metrics in theirs[rev].results["tasks"].items():
+            assert mine[rev].results["tasks"][task] == pytest.approx(metrics, rel=1e-6)
 
 
 def test_a_real_lmsat_sweep_feeds_downstream(suite, brown_tasks, brown_dir, evaluated, cli, tmp_path):

@@ -321,7 +321,7 @@ def build_task_manager(include_paths: Sequence[str], needed: Sequence[str]) -> A
     Indexing the harness's ~15k built-in task files takes seconds, so when every
     needed name is defined in the include paths only those are indexed.
     """
-    if include_paths:
+    if include_paths or not needed:  # only YAML file paths need no index at all
         local = _task_manager(tuple(include_paths), include_defaults=False)
         if all(n in local.all_tasks for n in needed):
             return local
