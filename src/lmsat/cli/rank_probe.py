@@ -1,3 +1,129 @@
-"""lmsat rank-probe (issue 4)."""
+"""`lmsat rank-probe`: rank-constrained heads on frozen representations (study Fig. 6, 8, 9)."""
 
-from lmsat.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from lmsat.cli.app import app
+from lmsat.cli.options import (
+    BatchSize,
+    Data,
+    DataConfig,
+    Device,
+    Dtype,
+    Force,
+    GgufFile,
+    Models,
+    Output,
+    Revision,
+    SeqLen,
+    Split,
+    Streaming,
+    TextField,
+    TrustRemoteCode,
+    corpus_spec,
+    model_specs,
+)
+from lmsat.cli.show import print_table, say
+
+_PANEL = "Softmax bottleneck"
+
+
+@app.command("rank-probe", rich_help_panel=_PANEL)
+def rank_probe(
+    models: Models,
+    data: Data,
+    ranks: Annotated[
+        Optional[str],
+        typer.Option(help="Comma-separated ranks r of the heads W = A B, each in [1, d] (default: 8, 16, 32, ... below d)."),
+    ] = None,
+    output: Output = "lmsat-runs",
+    train_tokens: Annotated[int, typer.Option("--train-tokens", help="Tokens of the training sample (whole windows; cached once).")] = 16384,
+    eval_tokens: Annotated[int, typer.Option("--eval-tokens", help="Tokens of the held-out sample, disjoint from the training one.")] = 4096,
+    lr_grid: Annotated[
+        str, typer.Option("--lr-grid", help="Peak learning rates searched per rank (the study searched [1e-3, 5e-2]); one value skips the search.")
+    ] = "1e-3,3e-3,1e-2,3e-2",
+    search_steps: Annotated[int, typer.Option("--search-steps", help="Optimizer steps of each learning-rate search run.")] = 20,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the full run at the chosen learning rate.")] = 200,
+    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Tokens per optimizer step (rounded to whole windows).")] = 1024,
+    warmup: Annotated[float, typer.Option("--warmup", help="Fraction of steps of linear warm-up before the cosine decay.")] = 0.05,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")] = 0.01,
+    full_rank: Annotated[bool, typer.Option("--full-rank/--no-full-rank", help="Also train the unconstrained (rank min(V, d)) reference head.")] = True,
+    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype of the cached representations: float16 or float32.")] = "float16",
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens per logits chunk (memory = chunk x V floats); 0 = about 32 MB on CPU, 512 MB on CUDA.")] = 0,
+    seq_len: SeqLen = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the token sample, the split, the initialisation and the batch order.")] = 0,
+    batch_size: BatchSize = 8,
+    revision: Revision = None,
+    gguf_file: GgufFile = None,
+    dtype: Dtype = "float32",
+    device: Device = "auto",
+    text_field: TextField = "text",
+    data_config: DataConfig = None,
+    split: Split = "train",
+    streaming: Streaming = True,
+    trust_remote_code: TrustRemoteCode = False,
+    force: Force = False,
+) -> None:
+    """Train heads of rank r on the model's frozen final representations; loss, accuracy and W-error per rank.
+
+    The final pre-head representations (exactly what the LM head sees) and next
+    tokens of a training and a disjoint held-out sample are computed once and cached
+    in OUTPUT/features/<hash>/ (memory-mapped, checksummed). Per rank r, a head
+    W = A B (A: V x r, B: r x d) is trained with AdamW, warm-up and cosine decay:
+    a short run per --lr-grid rate (chosen on a development slice of the training
+    sample), then --steps at the best rate; held-out loss (nats/token), perplexity
+    and top-1 accuracy are reported next to W-error(r) of the model's own head.
+    Reference rows: a trained full-rank head and the model's own head.
+
+    Writes OUTPUT/rank_probe/*.json (one record per (rank, learning rate) run; a
+    re-run continues), OUTPUT/rank_probe_ref/*.json, OUTPUT/rank_probe.csv and
+    figures rank_probe_loss.png (Fig. 6), rank_probe_w_error.png (Fig. 8),
+    rank_probe_lr.png (Fig. 9). Training uses bf16 autocast on CUDA.
+    """
+    from lmsat.experiments.rank_probe import (
+        KIND,
+        REF_KIND,
+        ProbeSettings,
+        parse_floats,
+        parse_ranks,
+        rank_probe_table,
+        run_rank_probe,
+    )
+    from lmsat.figures.rank_probe import plot_learning_rates, plot_loss_vs_rank, plot_loss_vs_w_error
+    from lmsat.store import Store, atomic_write_csv
+
+    settings = ProbeSettings(
+        train_tokens=train_tokens,
+        eval_tokens=eval_tokens,
+        seq_len=seq_len,
+        seed=seed,
+        lr_grid=parse_floats(lr_grid, "--lr-grid"),
+        search_steps=search_steps,
+        steps=steps,
+        batch_tokens=batch_tokens,
+        warmup_frac=warmup,
+        weight_decay=weight_decay,
+        feature_dtype=feature_dtype,
+        forward_batch=batch_size,
+        chunk_tokens=chunk_tokens,
+        full_rank=full_rank,
+    )
+    rank_list = parse_ranks(ranks) if ranks is not None else None
+    specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
+    corpus = corpus_spec(data, text_field, data_config, split, streaming)
+    run_rank_probe(specs, corpus, output, rank_list, settings, force=force)
+
+    store = Store(output)
+    table = rank_probe_table(store)
+    atomic_write_csv(output / "rank_probe.csv", table)
+    records = store.records(KIND) + store.records(REF_KIND)
+    figures = output / "figures"
+    f6 = plot_loss_vs_rank(records, figures / "rank_probe_loss.png")
+    f8 = plot_loss_vs_w_error(records, figures / "rank_probe_w_error.png")
+    f9 = plot_learning_rates(records, figures / "rank_probe_lr.png")
+    cols = ["model", "head", "rank", "lr", "loss", "perplexity", "accuracy", "w_error", "tokens_seen"]
+    print_table(table[cols], title="Rank-constrained heads (held-out loss in nats/token)", floats=4)
+    say(f"results: {output / 'rank_probe'}  table: {output / 'rank_probe.csv'}  figures: {f6}, {f8}, {f9}")
