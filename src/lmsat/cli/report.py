@@ -20,15 +20,9 @@ def report(
 ) -> None:
     """Build one report from stored results: a per-model diagnosis with its evidence, then every measurement found.
 
-    Reads every record in the run directories (anisotropy, head, sweep, saturation, scaling_fit,
-    rank_probe, rank_probe_ref, ngram, synth, train, downstream; any other kind as a plain table)
-    and never recomputes a measurement. The diagnosis compares each model's hidden size d with the
-    data's n-gram dimension at W-error 0.5 and 0.1 and a synthetic language's known rank, and reports
-    the head's singular entropy, last-layer anisotropy, the spectrum-collapse and anisotropy-jump
-    steps of a sweep, and the rank-probe gap at r = d, each with numbers, a figure and caveats.
+    Reads every record in the run directories (anisotropy, head, sweep, saturation, scaling_fit, rank_probe, rank_probe_ref, ngram, synth, train, downstream; any other kind as a plain table) and never recomputes a measurement. The diagnosis compares each model's hidden size d with the data's n-gram dimension at W-error 0.5 and 0.1 and a synthetic language's known rank, and reports the head's singular entropy, last-layer anisotropy, the spectrum-collapse and anisotropy-jump steps of a sweep, and the rank-probe gap at r = d, each with numbers, a figure and caveats.
 
-    HTML embeds its figures (base64 PNG) and needs no network. Markdown links its figures as PNG
-    files. Either way, OUTPUT_files/ next to the report holds the figures and every table as CSV.
+    HTML embeds its figures (base64 PNG) and needs no network. Markdown links its figures as PNG files. Either way, OUTPUT_files/ next to the report holds the figures and every table as CSV.
     """
     from lmsat.report import build_report
 
@@ -36,3 +30,25 @@ def report(
     if len(result.summary):
         print_table(result.summary, title="Diagnosis", floats=3)
     say(f"report: {result.path}  figures and CSV tables: {result.files}")
+
+
+@app.command(rich_help_panel="Report")
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for everything the demo writes (re-run with the same options to continue).")] = Path("lmsat-demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small budgets: about 3 minutes on 2 CPU cores instead of about 15.")] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """From nothing to a report, offline: a synthetic language of known rank, models around it, every measurement.
+
+    Stages: (1) a synthetic low-rank-logits language whose logits have rank R = 16 (lmsat synth); (2) tiny GPT-NeoX models with hidden sizes d below and above R, with checkpoints (lmsat train); (3) a sweep of every checkpoint and the saturation analysis (lmsat sweep); (4) the corpus's n-gram W-error dimension (lmsat ngram-rank); (5) the rank probe of the widest model (lmsat rank-probe); (6) head spectrum and anisotropy of the real SmolLM2-135M if `lmsat fetch-assets` has cached it (nothing is downloaded; the demo says so otherwise); (7) OUTPUT/report.html.
+
+    Prints the report's path and a summary table: per model, d against the known rank, the gap of its held-out loss to the language's true entropy, the data's n-gram dimension at W-error 0.5 and 0.1, the rank the probe needs, and the verdict. Each stage keeps its results as records, so an interrupted demo continues where it stopped when re-run with the same options.
+    """
+    from lmsat.experiments.demo import run_demo
+
+    result = run_demo(output, quick=quick, device=device, say=say)
+    if result.summary is not None and len(result.summary):
+        print_table(result.summary, title="Diagnosis (d = hidden size; gap and losses in nats/token)", floats=3)
+    for note in result.notes:
+        say(f"note: {note}")
+    say(f"report: {result.report}")

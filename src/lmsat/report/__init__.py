@@ -23,8 +23,6 @@ from lmsat.report.diagnosis import ModelDiagnosis, diagnose
 from lmsat.store import Record, Store, atomic_write_csv, atomic_write_text, slugify
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
-# Folders of a run directory that hold no records.
-NOT_RECORDS = {"tokens", "figures", "checkpoints"}
 
 
 @dataclass
@@ -56,8 +54,28 @@ def check_run_dirs(run_dirs: list[Path]) -> None:
             raise UserError(f"run directory '{rd}' does not exist; give the --output folder of an lmsat command.")
         if not rd.is_dir():
             raise UserError(f"'{rd}' is a file, not a run directory; give the --output folder of an lmsat command.")
-        if not any(k not in NOT_RECORDS for k in Store(rd).kinds()):
+        if not record_kinds(rd):
             raise UserError(f"'{rd}' holds no lmsat results (no <kind>/<key>.json records); run a measurement into it first, e.g. lmsat head MODEL -o {rd}.")
+
+
+def record_kinds(run_dir: Path) -> list[str]:
+    """The folders of a run directory that hold lmsat records.
+
+    A run directory also holds folders of other JSON files (a tokenizer, model checkpoints,
+    feature caches): a folder counts when one of its JSON files is an lmsat record of that
+    kind (``"schema": "lmsat.<kind>/<version>"``).
+    """
+    kinds = []
+    for folder in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
+        for path in sorted(folder.glob("*.json")):
+            try:
+                raw = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(raw, dict) and str(raw.get("schema", "")).startswith(f"lmsat.{folder.name}/"):
+                kinds.append(folder.name)
+                break
+    return kinds
 
 
 def load_records(run_dirs: list[Path]) -> dict[str, list[Record]]:
@@ -65,9 +83,7 @@ def load_records(run_dirs: list[Path]) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = {}
     for rd in run_dirs:
         store = Store(rd)
-        for kind in store.kinds():
-            if kind in NOT_RECORDS:
-                continue
+        for kind in record_kinds(rd):
             try:
                 out.setdefault(kind, []).extend(store.records(kind))
             except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:

@@ -23,6 +23,8 @@ from lmsat.store import Record
 # Kinds in the order the report shows them; any other kind present comes after, as a generic table.
 KNOWN_KINDS = ("synth", "train", "ngram", "anisotropy", "head", "sweep", "saturation", "scaling_fit",
                "rank_probe", "rank_probe_ref", "downstream")
+# Intermediate records another kind summarises (the n-gram counts behind each ngram record): not shown.
+INTERMEDIATE_KINDS = ("ngram_counts",)
 
 
 @dataclass
@@ -138,6 +140,26 @@ def ngram_frame(records: list[Record]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def synth_frame(records: list[Record]) -> pd.DataFrame:
+    """The generator truth of each language: family, V, C, R and the entropies (nats/token)."""
+    cols = ("family", "vocab", "contexts", "rank", "order", "temperature", "seed", "n_tokens", "expected_entropy", "true_entropy",
+            "heldout_true_entropy", "unigram_entropy", "numerical_rank_logits", "numerical_rank_probs", "w_error_probs_at_rank")
+    rows = [{"language": rec.key, **{c: rec.results.get(c) for c in cols if c in rec.results}} for rec in records]
+    frame = pd.DataFrame(rows)
+    return frame.dropna(axis=1, how="all") if len(frame) else frame
+
+
+def train_frame(records: list[Record]) -> pd.DataFrame:
+    """One row per trained model: d, parameters, steps, held-out losses (nats/token) and the gap to the true entropy."""
+    cols = ("hidden_size", "n_params", "steps", "tokens", "final_eval_loss", "best_eval_loss", "best_step", "relative_rise",
+            "reference_entropy", "final_gap", "best_gap", "final_head_effective_rank", "final_last_layer_anisotropy")
+    rows = [{"model": rec.key, **{c: rec.results.get(c) for c in cols if c in rec.results}} for rec in records]
+    frame = pd.DataFrame(rows)
+    if len(frame) and "hidden_size" in frame:
+        frame = frame.sort_values("hidden_size").reset_index(drop=True)
+    return frame.dropna(axis=1, how="all") if len(frame) else frame
+
+
 def sweep_frame(records: list[Record]) -> pd.DataFrame:
     rows = []
     for rec in records:
@@ -189,6 +211,8 @@ def summary_frame(diags: list[dg.ModelDiagnosis]) -> pd.DataFrame:
         for f in m.findings:
             if f.topic == "known rank":
                 row["known rank"] = f.numbers.get("generator rank")
+                if f.numbers.get("final gap to true entropy (nats/token)") is not None:
+                    row["gap to true entropy"] = f.numbers["final gap to true entropy (nats/token)"]
             if f.topic == "data dimension" and "dim@0.5" not in row:
                 row["dim@0.5"] = f.numbers.get("data dimension at W-error 0.5")
                 row["dim@0.1"] = f.numbers.get("data dimension at W-error 0.1")
@@ -250,28 +274,6 @@ def ngram_figure(records: list[Record], diags: list[dg.ModelDiagnosis], path: Pa
     return _plot_lines(path, "Data dimension: W-error of the n-gram matrix", "dimension k of the best rank-k approximation",
                        "W-error(k) = |P - P_k|_F / |P|_F", series, vlines=_models_d(diags), ylim=(0, 1.02),
                        hlines=[(0.5, "0.5"), (0.1, "0.1")])
-
-
-def sweep_figures(records: list[Record], folder: Path) -> list[Figure]:
-    by_model: dict[str, list[Record]] = {}
-    for rec in records:
-        by_model.setdefault(dg.model_name(rec.inputs), []).append(rec)
-    out = []
-    specs = (("loss", "cross-entropy (nats/token)", "Loss over training (saturation curves)", "sweep_loss"),
-             ("singular_entropy", "singular entropy of the head (nats)", "Head singular entropy over training", "sweep_singular_entropy"),
-             ("last_layer_anisotropy", "last-layer anisotropy", "Last-layer anisotropy over training", "sweep_anisotropy"))
-    for col, ylabel, title, fid in specs:
-        series = []
-        for name, recs in sorted(by_model.items()):
-            s = dg.sweep_series(recs)
-            ok = np.isfinite(s[col])
-            if ok.sum() >= 1:
-                series.append((name, s["step"][ok], s[col][ok]))
-        if series:
-            logx = all(np.nanmax(x) > 100 for _, x, _ in series)
-            out.append(Figure(fid, title, _plot_lines(folder / f"{fid}.png", title, "training step", ylabel, series, logx=logx),
-                              f"{title}, one line per model, from the stored sweep records."))
-    return out
 
 
 def rank_probe_figure(probes: list[Record], refs: list[Record], diags: list[dg.ModelDiagnosis], path: Path) -> Path | None:
@@ -395,10 +397,25 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         sec = Section("ground-truth", "Ground truth: synthetic languages and trained models",
                       "Synthetic languages whose next-token distributions have a known rank and entropy, and the small models trained on them. "
                       "The entropy is the lowest loss any model can reach; the rank is the head dimension needed to reach it.")
+        from lmsat.figures.training import plot_gap_vs_hidden_size, plot_training_curves, plot_true_spectra
+
         if r.get("synth"):
-            sec.tables.append(Table("synth", "Synthetic languages (generator truth)", generic_table(r["synth"], ("name", "rank", "vocab_size", "seed"))))
+            languages = {f"{rec.results.get('family', rec.key)} R={rec.results.get('rank')}": rec for rec in r["synth"]}
+            if all("singular_values_probs" in rec.arrays for rec in r["synth"]):
+                sec.figures.append(Figure("fig-true-spectra", "True spectra", plot_true_spectra(languages, folder / "true_spectra.png"),
+                                          "Singular values of each language's P and of its row-centred log P (the logits), rank R marked."))
+            sec.tables.append(Table("synth", "Synthetic languages (generator truth)", synth_frame(r["synth"])))
         if r.get("train"):
-            sec.tables.append(Table("train", "Trained models", generic_table(r["train"], ("model", "hidden_size", "name"))))
+            trains = [rec for rec in r["train"] if "checkpoint_steps" in rec.arrays]
+            if trains:
+                sec.figures.append(Figure("fig-training", "Training curves", plot_training_curves(trains, folder / "training_loss.png"),
+                                          "Held-out loss of each trained model at every checkpoint; dashed: the language's true entropy."))
+                if any(rec.results.get("final_gap") is not None for rec in trains):
+                    rank = next((rec.results.get("rank") for rec in r.get("synth", [])), None)
+                    sec.figures.append(Figure("fig-gap", "Gap to the true entropy",
+                                              plot_gap_vs_hidden_size({"models": trains}, folder / "training_gap.png", rank=rank),
+                                              "Final and best held-out loss minus the true entropy, vs hidden size d; dashed: the true rank R."))
+            sec.tables.append(Table("train", "Trained models", train_frame(r["train"])))
         sections.append(sec)
 
     if r.get("ngram"):
@@ -441,7 +458,20 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
                       "rises after its minimum (relative rise = final / best - 1). Scaling fit: L(N, T) = E + A / N^alpha + B / T^beta "
                       "(study Fig. 1, 3, 4, 5).")
         if r.get("sweep"):
-            sec.figures.extend(sweep_figures(r["sweep"], folder))
+            from lmsat.experiments.saturation import checkpoint_table
+            from lmsat.figures.sweep import draw_sweep_figures
+
+            fit = r["scaling_fit"][0].results if r.get("scaling_fit") else None
+            drawn = draw_sweep_figures(checkpoint_table(r["sweep"]), r["sweep"], fit, folder)
+            captions = {"fig1a": "Loss vs training step (study Fig. 1a); stars: best checkpoints.",
+                        "fig1b": "Loss vs compute 6NT with the fitted scaling law (study Fig. 1b).",
+                        "fig3": "Loss over training coloured by last-layer anisotropy (study Fig. 3).",
+                        "fig4": "Normalised head spectrum s_i / s_1 over training (study Fig. 4).",
+                        "fig5": "Singular entropy of the head over training (study Fig. 5)."}
+            for fid, path in drawn.items():
+                if fid == "fig1b" and fit is None:
+                    continue
+                sec.figures.append(Figure(f"fig-{fid}", captions[fid].split(" (")[0], path, captions[fid]))
             sec.tables.append(Table("sweep", "Checkpoints", sweep_frame(r["sweep"])))
         if r.get("saturation"):
             sec.tables.append(Table("saturation", "Saturation per model", generic_table(r["saturation"], ("model",))))
@@ -466,7 +496,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         sections.append(Section("downstream", "Downstream evaluation", "Zero-shot lm-evaluation-harness tasks per checkpoint (study Table 1).",
                                 tables=[Table("downstream", "Downstream tasks", generic_table(r["downstream"], ("model", "revision")))]))
 
-    others = sorted(k for k in r if k not in KNOWN_KINDS and r[k])
+    others = sorted(k for k in r if k not in KNOWN_KINDS and k not in INTERMEDIATE_KINDS and r[k])
     for kind in others:
         sections.append(Section(f"kind-{kind}", f"Other results: {kind}", f"Records of kind '{kind}', as stored.",
                                 tables=[Table(kind, kind, generic_table(r[kind]))]))

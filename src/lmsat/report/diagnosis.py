@@ -636,7 +636,16 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
                     diag.findings.append(f)
             matching = [n for n in ngrams if same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) is not False]
             other = [_corpus_label(n) for n in ngrams if n not in matching]
-            diag.findings.extend(data_dimension_findings(d, matching, checked=[same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) for n in matching]))
+            dims = data_dimension_findings(d, matching, checked=[same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) for n in matching])
+            for lang in (s for s in synths if trained_on(s, [e["inputs"]] + ([e["train"].inputs, e["train"].results] if e["train"] else []))):
+                w = _num(lang.results.get("w_error_probs_at_rank"))
+                if w is not None and lang.results.get("family") == "low-rank-logits":
+                    for f in dims:
+                        f.caveats.append(
+                            f"This language's logits have rank {lang.results.get('rank')}, yet its exact probability matrix P has W-error "
+                            f"{w:.3g} at that rank: the softmax turns a rank-R logit matrix into a full-rank P, so the n-gram W-error of "
+                            "probabilities overstates the dimension a softmax head needs (the known-rank finding is the ground truth).")
+            diag.findings.extend(dims)
             if other:
                 diag.caveats.append(f"Not compared with the n-gram dimension of {', '.join(other)}: that corpus was tokenised with another vocabulary.")
             if not ngrams and not synths:
@@ -657,6 +666,14 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
         if e["probe"] and d is not None:
             f = rank_probe_finding(d, e["probe"], e["ref"])
             if f:
+                known = next((k.numbers["generator rank"] for k in diag.findings if k.topic == "known rank"), None)
+                needed = f.numbers.get(f"smallest rank within {PROBE_TOLERANCE:.2g} nats of full rank")
+                if known is not None:
+                    f.numbers["generator rank"] = known
+                    if needed is not None:
+                        f.verdict += (f" The language's exact rank is {known}: the probe "
+                                      + ("finds it." if needed == known else f"puts it at {needed}, within the probed grid's spacing."
+                                         if known / 2 <= needed <= known * 2 else f"puts it at {needed}, far from it."))
                 diag.findings.append(f)
         if d is None:
             diag.caveats.insert(0, "The records give no hidden size for this model, so it cannot be compared with the data's dimension.")

@@ -1,0 +1,98 @@
+"""`lmsat demo --quick` end to end: the report's diagnosis against the generator's known rank.
+
+The known rank R and the trained models' losses are read back from the stored records
+(language/synth/language.json, models/train/*.json), independently of the report code;
+the report's summary table is parsed from its HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_report import parse
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from lmsat.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main(["demo", "--quick", "-o", str(out), "--device", "cpu"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return out, code, buf.getvalue()
+
+
+def test_demo_quick_writes_a_report_and_prints_its_summary(demo_run):
+    out, code, stdout = demo_run
+    assert code in (0, None), stdout[-2000:]
+    report = out / "report.html"
+    assert report.is_file() and report.stat().st_size > 50_000
+    assert f"report: {report}" in " ".join(stdout.split())
+    assert "[7/7] writing the report" in stdout and "Diagnosis" in stdout
+    for stage in ("language", "training", "sweeping", "n-gram", "rank probe", "SmolLM2"):
+        assert stage in stdout
+
+
+def test_diagnosis_matches_the_generators_known_rank(demo_run):
+    out, _, _ = demo_run
+    truth = json.loads((out / "language" / "synth" / "language.json").read_text())["results"]
+    rank = truth["rank"]
+    trains = {json.loads(p.read_text())["key"]: json.loads(p.read_text())["results"] for p in (out / "models" / "train").glob("*.json")}
+    assert {r["hidden_size"] < rank for r in trains.values()} == {True, False}  # the family straddles R
+    summary = parse((out / "report.html").read_text()).frame("summary").set_index("model")
+    for name, res in trains.items():
+        row = summary.loc[name]
+        d = res["hidden_size"]
+        assert int(row["d"]) == d and int(row["known rank"]) == rank
+        assert row["bottleneck"] == ("binding" if d < rank else "not binding")
+        assert abs(float(row["gap to true entropy"]) - res["final_gap"]) <= 5e-4 * max(1, res["final_gap"])
+    # The measured evidence agrees with the truth: models below R stay further from the true entropy ...
+    below = [r["final_gap"] for r in trains.values() if r["hidden_size"] < rank]
+    above = [r["final_gap"] for r in trains.values() if r["hidden_size"] >= rank]
+    assert min(below) > max(above)
+    # ... and the rank probe of the widest model needs a rank close to R (within the grid's spacing).
+    widest = max(trains, key=lambda k: trains[k]["hidden_size"])
+    needed = int(summary.loc[widest, "probe rank needed"])
+    assert rank / 2 <= needed <= 2 * rank
+    probe = {json.loads(p.read_text())["results"]["rank"]: json.loads(p.read_text())["results"]["loss"]
+             for p in (out / "results" / "rank_probe").glob("*final.json")}
+    assert probe[min(probe)] > probe[max(probe)]  # a rank-limited head loses loss
+
+
+def test_report_shows_the_ngram_dimension_stored(demo_run):
+    out, _, _ = demo_run
+    rec = json.loads(next((out / "results" / "ngram").glob("*.json")).read_text())
+    table = parse((out / "report.html").read_text()).frame("ngram")
+    assert int(table["dim at W-error 0.5"].iloc[0]) == rec["results"]["dims_for_w_error"]["0.5"]
+
+
+def test_rerun_continues_from_what_is_done(demo_run, cli):
+    out, _, _ = demo_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.parent.name in ("train", "sweep", "rank_probe", "ngram", "synth")}
+    r = cli("demo", "--quick", "-o", out, "--device", "cpu")
+    assert r.code == 0, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no record rewritten: nothing was measured again
+
+
+def test_other_settings_in_the_same_folder_are_refused(demo_run, cli, tmp_path):
+    out, _, _ = demo_run
+    r = cli("demo", "-o", out)  # full demo into a quick demo's folder
+    assert r.code == 2 and "holds a quick demo with other settings" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    r = cli("demo", "--quick", "-o", tmp_path / "x")
+    assert r.code == 2 and "not empty" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["notes.txt"]
