@@ -11,6 +11,7 @@ from lmsat.cli.app import app
 from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Dtype, Output, Seed, Split, Streaming, TextField, TrustRemoteCode
 from lmsat.cli.show import print_table, say
 from lmsat.errors import UserError
+from lmsat.loading.checkpoints import short_name
 
 PANEL = "Checkpoints over training"
 
@@ -70,7 +71,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
     else:
         _show(fit_table, FIT_VIEW, "Scaling-law extrapolation (under = L_obs / L_pred - 1)")
         say(
-            f"fit on {', '.join(fit_summary['fitted_models'])}: A = {fit_summary['A']:.4g}, alpha = {fit_summary['alpha']:.4f} "
+            f"fit on {', '.join(short_name(m) for m in fit_summary['fitted_models'])}: A = {fit_summary['A']:.4g}, alpha = {fit_summary['alpha']:.4f} "
             f"(E = {fit_summary['E']}, B = {fit_summary['B']}, beta = {fit_summary['beta']} fixed; study: A = 119.09, alpha = 0.246); "
             f"mean underperformance over {fit_summary['mean_over']}: final {_pct(fit_summary['mean_final_underperformance'])}, "
             f"best {_pct(fit_summary['mean_best_underperformance'])}"
@@ -230,7 +231,7 @@ def scaling_fit(
     )
     _show(table, FIT_VIEW, "Scaling-law extrapolation (under = L_obs / L_pred - 1)")
     say(
-        f"A = {summary['A']:.4g}, alpha = {summary['alpha']:.4f} on {', '.join(summary['fitted_models'])} "
+        f"A = {summary['A']:.4g}, alpha = {summary['alpha']:.4f} on {', '.join(short_name(m) for m in summary['fitted_models'])} "
         f"(rmse {summary['rmse']:.4f} nats; study: A = 119.09, alpha = 0.246). Mean underperformance over "
         f"{summary['mean_over']}: final {_pct(summary['mean_final_underperformance'])}, best {_pct(summary['mean_best_underperformance'])}"
     )

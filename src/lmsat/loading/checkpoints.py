@@ -305,8 +305,9 @@ def hub_revisions(repo: str) -> list[tuple[str, int]]:
     """(branch, step) of every branch of a hub model whose name carries a step (needs the hub)."""
     from huggingface_hub import list_repo_refs
 
-    from lmsat.loading.models import hub_error
+    from lmsat.loading.models import check_hub_reachable, hub_error
 
+    check_hub_reachable(repo)
     try:
         refs = list_repo_refs(repo)
     except Exception as exc:
