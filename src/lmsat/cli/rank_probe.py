@@ -83,6 +83,8 @@ def rank_probe(
     figures rank_probe_loss.png (Fig. 6), rank_probe_w_error.png (Fig. 8),
     rank_probe_lr.png (Fig. 9). Training uses bf16 autocast on CUDA.
     """
+    import pandas as pd
+
     from lmsat.experiments.rank_probe import (
         KIND,
         REF_KIND,
@@ -93,6 +95,7 @@ def rank_probe(
         run_rank_probe,
     )
     from lmsat.figures.rank_probe import plot_learning_rates, plot_loss_vs_rank, plot_loss_vs_w_error
+    from lmsat.figures.style import model_label
     from lmsat.store import Store, atomic_write_csv
 
     settings = ProbeSettings(
@@ -124,6 +127,17 @@ def rank_probe(
     f6 = plot_loss_vs_rank(records, figures / "rank_probe_loss.png")
     f8 = plot_loss_vs_w_error(records, figures / "rank_probe_w_error.png")
     f9 = plot_learning_rates(records, figures / "rank_probe_lr.png")
-    cols = ["model", "head", "rank", "lr", "loss", "perplexity", "accuracy", "w_error", "tokens_seen"]
-    print_table(table[cols], title="Rank-constrained heads (held-out loss in nats/token)", floats=4)
+    shown = pd.DataFrame(
+        {
+            "model": [model_label({"model": m, "revision": r, "gguf_file": g}) for m, r, g in zip(table["model"], table["revision"], table["gguf_file"])],
+            "head": table["head"].map({"low-rank": "A B", "full-rank": "full", "own": "own"}),
+            "r": pd.Series([int(v) for v in table["rank"]], dtype=object),
+            "lr": table["lr"],
+            "loss": table["loss"],
+            "ppl": table["perplexity"],
+            "top-1": table["accuracy"],
+            "W-error": table["w_error"],
+        }
+    )
+    print_table(shown, title="Rank probe: held-out loss (nats/token), perplexity, top-1", floats=4)
     say(f"results: {output / 'rank_probe'}  table: {output / 'rank_probe.csv'}  figures: {f6}, {f8}, {f9}")

@@ -927,7 +927,7 @@ def _probe_model(
 def rank_probe_table(store: Store) -> pd.DataFrame:
     """One row per model and head (final runs and references), read from the records.
 
-    Columns: model, head (low-rank / full-rank / own), rank, lr, loss (nats/token),
+    Columns: model (record key of the model), revision, gguf_file, head (low-rank / full-rank / own), rank, lr, loss (nats/token),
     perplexity, accuracy, w_error (of the model's own head at that rank),
     tokens_seen, eval_tokens, settings_hash.
     """
@@ -938,6 +938,8 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
             rows.append(
                 {
                     "model": rec.inputs.get("model_key"),
+                    "revision": rec.inputs.get("revision"),
+                    "gguf_file": rec.inputs.get("gguf_file"),
                     "head": res.get("head"),
                     "rank": res.get("rank"),
                     "lr": res.get("lr"),
@@ -953,6 +955,8 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    for col in ("rank", "tokens_seen", "eval_tokens"):
+        frame[col] = frame[col].astype("Int64")
     order = {"low-rank": 0, "full-rank": 1, "own": 2}
     frame["_o"] = frame["head"].map(order)
     return frame.sort_values(["model", "_o", "rank"]).drop(columns="_o").reset_index(drop=True)

@@ -1,0 +1,177 @@
+"""`lmsat rank-probe` end to end on a tiny random Llama (d = 32) and Brown text: outputs, cache reuse,
+crash and resume, disjoint samples, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers.models.llama.modeling_llama import LlamaForCausalLM
+
+from conftest import files_under
+from lmsat.experiments import rank_probe as rp
+from lmsat.loading.corpus import CorpusSpec, iter_documents
+from lmsat.loading.models import ModelSpec
+from lmsat.loading.tokenizers import load_tokenizer
+from lmsat.store import Store
+
+# 16 training + 4 held-out windows of 64 tokens; batches of 4 windows; 2 search steps and 4 final steps.
+SETTINGS = rp.ProbeSettings(
+    train_tokens=1024, eval_tokens=256, seq_len=64, lr_grid=(1e-2, 3e-2), search_steps=2, steps=4, batch_tokens=256, forward_batch=2
+)
+ARGS = ["--train-tokens", 1024, "--eval-tokens", 256, "--seq-len", 64, "--lr-grid", "1e-2,3e-2", "--search-steps", 2,
+        "--steps", 4, "--batch-tokens", 256, "-b", 2, "--device", "cpu"]
+RUNS_PER_HEAD = 3  # two search runs and one final run
+
+
+def _run(model, brown, out, ranks=(4, 8), settings=SETTINGS):
+    return rp.run_rank_probe([ModelSpec(str(model), device="cpu")], CorpusSpec(str(brown)), out, list(ranks), settings)
+
+
+def _finals(out) -> dict[str, float]:
+    store = Store(out)
+    return {r.key: r.results["loss"] for k in (rp.KIND, rp.REF_KIND) for r in store.records(k) if r.results.get("stage") == "final"}
+
+
+def _counter(fn, fail_after=None):
+    """``fn`` wrapped as a plain function (so it binds as a method) counting its calls; it raises
+    after ``fail_after`` calls when given."""
+
+    def wrapper(*a, **kw):
+        if fail_after is not None and wrapper.calls >= fail_after:
+            raise RuntimeError("simulated crash")
+        wrapper.calls += 1
+        return fn(*a, **kw)
+
+    wrapper.calls, wrapper.fn = 0, fn
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def clean_run(tiny_llama, brown_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    _run(tiny_llama, brown_dir, out)
+    return out
+
+
+def test_cli_writes_table_figures_and_one_record_per_run(cli, tiny_llama, brown_dir, tmp_path):
+    res = cli("rank-probe", tiny_llama, "-d", brown_dir, "--ranks", "4,8", "-o", tmp_path, *ARGS)
+    assert res.code == 0, res.stderr
+    table = pd.read_csv(tmp_path / "rank_probe.csv")
+    assert list(table["head"]) == ["low-rank", "low-rank", "full-rank", "own"]
+    assert list(table["rank"]) == [4, 8, 32, 32]
+    assert (table["loss"] > 0).all() and np.allclose(table["perplexity"], np.exp(table["loss"]))
+    # W-error(r) of the model's own head, from its singular values (independent SVD)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    w = AutoModelForCausalLM.from_pretrained(tiny_llama).get_output_embeddings().weight.detach().double()
+    s = torch.linalg.svdvals(w).numpy()
+    for r, werr in zip(table["rank"][:2], table["w_error"][:2]):
+        assert werr == pytest.approx(np.sqrt((s[r:] ** 2).sum() / (s**2).sum()), rel=1e-6)
+    assert len(files_under(tmp_path / "rank_probe")) == 2 * RUNS_PER_HEAD
+    assert len(list((tmp_path / "rank_probe_ref").glob("*.json"))) == RUNS_PER_HEAD + 1
+    for name in ("rank_probe_loss", "rank_probe_w_error", "rank_probe_lr"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert "own" in res.stdout and "held-out loss" in res.stdout
+
+
+def test_second_run_reuses_the_cache_without_a_forward_pass(clean_run, tiny_llama, brown_dir, monkeypatch):
+    forward = _counter(LlamaForCausalLM.forward, fail_after=0)
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    before = _finals(clean_run)
+    _run(tiny_llama, brown_dir, clean_run, ranks=(2, 4, 8))  # r = 2 is new and needs the features
+    after = _finals(clean_run)
+    assert forward.calls == 0
+    assert {k: after[k] for k in before} == before
+    assert any("|r=2|" in k for k in after)
+
+
+def test_crash_then_rerun_continues_and_matches_an_uninterrupted_run(clean_run, tiny_llama, brown_dir, tmp_path, monkeypatch):
+    crashing = _counter(rp.train_head, fail_after=4)
+    monkeypatch.setattr(rp, "train_head", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(tiny_llama, brown_dir, tmp_path)
+    done = len(list((tmp_path / "rank_probe").glob("*.json"))) + len(list((tmp_path / "rank_probe_ref").glob("*.json")))
+    assert done == 4 + 1  # four finished runs and the own-head reference; nothing of the fifth
+    resumed = _counter(rp.train_head.fn)
+    monkeypatch.setattr(rp, "train_head", resumed)
+    _run(tiny_llama, brown_dir, tmp_path)
+    assert resumed.calls == 3 * RUNS_PER_HEAD - 4
+    clean = {k: v for k, v in _finals(clean_run).items() if "|r=2|" not in k}
+    assert _finals(tmp_path) == pytest.approx(clean, rel=1e-6)
+
+
+def test_interrupted_feature_extraction_resumes_at_the_missing_blocks(clean_run, tiny_llama, brown_dir, tmp_path, monkeypatch):
+    crashing = _counter(LlamaForCausalLM.forward, fail_after=3)
+    monkeypatch.setattr(LlamaForCausalLM, "forward", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(tiny_llama, brown_dir, tmp_path)
+    assert not list(tmp_path.glob("features/*/meta.json")) and list(tmp_path.glob("features/*/progress.json"))
+    resumed = _counter(crashing.fn)
+    monkeypatch.setattr(LlamaForCausalLM, "forward", resumed)
+    _run(tiny_llama, brown_dir, tmp_path)
+    assert resumed.calls == (16 + 4) // 2 - 3  # forward batches of 2 windows; 3 were done before the crash
+    (mine,) = tmp_path.glob("features/*")
+    clean = clean_run / "features" / mine.name
+    for name in ("train_h.npy", "train_y.npy", "eval_h.npy", "eval_y.npy"):
+        assert np.array_equal(np.load(mine / name), np.load(clean / name)), name
+    assert json.loads((mine / "meta.json").read_text())["splits"] == json.loads((clean / "meta.json").read_text())["splits"]
+
+
+def test_cached_training_and_heldout_pairs_come_from_disjoint_stream_positions(clean_run, tiny_llama, brown_dir):
+    """Locate every cached window in the token stream of the corpus: no position is in both samples."""
+    tok = load_tokenizer(str(tiny_llama))
+    stream: list[int] = []
+    for i, doc in enumerate(iter_documents(CorpusSpec(str(brown_dir)))):
+        stream.extend(tok.encode_batch([doc])[0] + [tok.eos_id])
+        if i == 127:  # the sampler reads whole batches of 64 documents until it holds 20 x 1280 tokens
+            break
+    stream_arr = np.asarray(stream)
+    (folder,) = clean_run.glob("features/*")
+    cache = rp.open_feature_cache(folder)
+    positions = {}
+    for split in (cache.train, cache.eval):
+        pos = set()
+        for s in range(split.n_seqs):
+            targets = split.y[s * 63 : (s + 1) * 63].astype(np.int64)  # tokens 1..63 of the window
+            starts = [i - 1 for i in np.flatnonzero(stream_arr == targets[0]) if i >= 1 and np.array_equal(stream_arr[i : i + 63], targets)]
+            assert len(starts) >= 1
+            pos.update(range(starts[0], starts[0] + 64))
+        positions[split.name] = pos
+    assert len(positions["train"]) == 16 * 64 and len(positions["eval"]) == 4 * 64
+    assert not positions["train"] & positions["eval"]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--ranks", "33"], "outside [1, 32]"),
+        (["--ranks", "0,4"], "outside [1, 32]"),
+        (["--ranks", "4,x"], "--ranks must be comma-separated integers"),
+        (["--ranks", "4", "--lr-grid", "0.01,-1"], "--lr-grid values must be in (0, 1]"),
+        (["--ranks", "4", "--feature-dtype", "bfloat16"], "--feature-dtype"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, tiny_llama, brown_dir, tmp_path, extra, message):
+    out = tmp_path / "run"
+    res = cli("rank-probe", tiny_llama, "-d", brown_dir, "-o", out, *ARGS, *extra)
+    assert res.code == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
+    assert files_under(out) == []
+
+
+def test_other_settings_in_the_same_run_directory_are_refused(cli, clean_run, tiny_llama, brown_dir):
+    before = files_under(clean_run)
+    res = cli("rank-probe", tiny_llama, "-d", brown_dir, "-o", clean_run, "--ranks", "4", *ARGS, "--steps", 5)
+    assert res.code == 2 and "other settings" in res.stderr
+    assert files_under(clean_run) == before
+
+
+def test_a_non_causal_model_is_refused(cli, minilm_dir, brown_dir, tmp_path):
+    res = cli("rank-probe", minilm_dir, "-d", brown_dir, "-o", tmp_path / "run", "--ranks", "4", *ARGS)
+    assert res.code == 2 and "causal" in res.stderr
+    assert files_under(tmp_path / "run") == []
