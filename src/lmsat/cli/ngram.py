@@ -55,8 +55,13 @@ def ngram_rank(
         ),
     ] = "auto",
     max_dense: Annotated[
-        int, typer.Option("--max-dense", help="Largest block (columns) whose Gram matrix is diagonalised densely; 20000 needs ~3.2 GB.")
-    ] = 20_000,
+        Optional[int],
+        typer.Option(
+            "--max-dense",
+            help="Largest block (columns) whose Gram matrix is diagonalised densely "
+            "(default: 20000 on CPU, ~3.2 GB and a few minutes; on a GPU the largest that fits in free memory).",
+        ),
+    ] = None,
     tokenizer_revision: Annotated[Optional[str], typer.Option("--tokenizer-revision", help="Hub revision of the tokenizer.")] = None,
     gguf_file: Annotated[
         Optional[str], typer.Option("--gguf-file", help="Name of a .gguf file inside the --tokenizer folder to take the vocabulary from.")
@@ -135,7 +140,7 @@ def ngram_rank(
             for t in THRESHOLDS
         ]
     )
-    print_table(dims, title=f"Dimension needed ({rec.key})", floats=2)
+    print_table(dims, title="Dimension needed", floats=2)
     records = Store(output).records("ngram")
     atomic_write_csv(output / "ngram.csv", ngram_table(records))
     f1 = plot_ngram_w_error(records, output / "figures" / "ngram_w_error.png")

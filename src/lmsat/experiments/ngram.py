@@ -37,7 +37,7 @@ from lmsat.measure.ngram import (
     NGramCounts,
     next_token_matrix,
 )
-from lmsat.measure.sparse_spectrum import DEFAULT_MAX_DENSE, METHODS, sparse_singular_values
+from lmsat.measure.sparse_spectrum import METHODS, sparse_singular_values
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat.progress import track
 from lmsat.store import Record, Store, fingerprint, slugify
@@ -64,7 +64,7 @@ class NGramSettings:
     top_k: int | None = None
     max_tokens: int | None = None
     method: str = "auto"
-    max_dense: int = DEFAULT_MAX_DENSE
+    max_dense: int | None = None
     shard_tokens: int = 20_000_000
 
     def validate(self) -> None:
@@ -85,7 +85,7 @@ class NGramSettings:
             raise UserError(f"--max-tokens must be at least --n ({self.n}) to hold one n-gram; got {self.max_tokens}.")
         if self.method not in METHODS:
             raise UserError(f"--method must be one of {', '.join(METHODS)}; got '{self.method}'.")
-        if self.max_dense < 1:
+        if self.max_dense is not None and self.max_dense < 1:
             raise UserError(f"--max-dense must be at least 1; got {self.max_dense}.")
         if self.shard_tokens < self.n:
             raise UserError(f"--shard-tokens must be at least --n ({self.n}); got {self.shard_tokens}.")
@@ -161,6 +161,10 @@ def token_stream(corpus: CorpusSpec, tokenizer: TextTokenizer, max_tokens: int |
     """
     budget = max_tokens if max_tokens is not None else -1
     batch: list[str] = []
+    warned = getattr(tokenizer.backend, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        # Counting feeds no model, so HF's "longer than the model's maximum length" warning does not apply.
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
 
     def encode() -> Iterator[np.ndarray]:

@@ -130,49 +130,114 @@ def _empty_counts(n: int, vocab_size: int, n_tokens: int = 0) -> NGramCounts:
     )
 
 
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Indices where a new value starts in a sorted array (the first is 0)."""
+    flags = np.empty(len(sorted_keys), dtype=bool)
+    if len(flags):
+        flags[0] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=flags[1:])
+    return np.flatnonzero(flags)
+
+
+def _dense_rank(key: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rank of each value among the distinct values of ``key`` (order-preserving), and their number."""
+    order = np.argsort(key)
+    starts = _group_starts(key[order])
+    step = np.zeros(len(key), dtype=np.uint64)
+    step[starts[1:]] = 1
+    rank = np.empty(len(key), dtype=np.uint64)
+    rank[order] = np.cumsum(step, dtype=np.uint64)
+    return rank, len(starts)
+
+
 def lexicographic_keys(columns: np.ndarray, base: int) -> np.ndarray:
     """One integer per row of ``columns`` (N, m), ordered exactly like the rows lexicographically.
 
     Entries must lie in [0, base). Columns are packed in mixed radix,
     key = (...(c_1 * base + c_2) * base + ...), as long as the key fits in 64
     bits; when it would overflow, the partial key is replaced by its rank among
-    the distinct partial keys (``np.unique``), which is < N and order-preserving,
-    and packing goes on. Equal keys <=> equal rows; no hashing, no collisions.
+    the distinct partial keys, which is < N and order-preserving, and packing
+    goes on. Equal keys <=> equal rows; no hashing, no collisions.
     """
     columns = np.asarray(columns)
     n_rows, m = columns.shape
     if m == 0:
         return np.zeros(n_rows, dtype=np.uint64)
-    key = columns[:, 0].astype(np.uint64)
+    key = _as_u64(columns[:, 0]).copy()
     bound = base  # exclusive upper bound of key
     for j in range(1, m):
         if bound * base > _U64_MAX + 1:
-            uniq, key = np.unique(key, return_inverse=True)
-            key = key.astype(np.uint64).ravel()
-            bound = max(1, len(uniq))
-        key = key * np.uint64(base) + columns[:, j].astype(np.uint64)
+            key, bound = _dense_rank(key)
+            bound = max(1, bound)
+        key *= np.uint64(base)
+        key += _as_u64(columns[:, j])
         bound *= base
     return key
 
 
+def _as_u64(ids: np.ndarray) -> np.ndarray:
+    """Non-negative int64 ids as uint64 without a copy (a view), other dtypes converted."""
+    return ids.view(np.uint64) if ids.dtype == np.int64 else ids.astype(np.uint64)
+
+
+def _decode_keys(keys: np.ndarray, base: int, width: int) -> np.ndarray:
+    """Inverse of mixed-radix packing: (len(keys), width) int64 digits in base ``base``."""
+    out = np.empty((len(keys), width), dtype=np.int64)
+    rest = keys.copy()
+    for j in range(width - 1, -1, -1):
+        out[:, j] = (rest % np.uint64(base)).astype(np.int64)
+        rest //= np.uint64(base)
+    return out
+
+
 def _group_counts(rows: np.ndarray, weights: np.ndarray | None, n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
-    """Distinct rows of ``rows`` (K, n) with their total weights, as :class:`NGramCounts`."""
-    if rows.shape[0] == 0:
+    """Distinct rows of ``rows`` (K, n) with their total weights, as :class:`NGramCounts`.
+
+    When V^n fits in 64 bits, each n-gram is one packed key and a single
+    ``np.sort`` counts them. Otherwise the contexts are packed and argsorted,
+    each window gets its context's rank, and (rank, next token) -- which fits --
+    is sorted again (already grouped by rank, so cheap).
+    """
+    n_rows = rows.shape[0]
+    if n_rows == 0:
         return _empty_counts(n, vocab_size, n_tokens)
-    ctx_key = lexicographic_keys(rows[:, : n - 1], vocab_size)
-    # Rank of the context among distinct contexts, then one key per (context, next token).
-    ctx_uniq, ctx_first, ctx_rank = np.unique(ctx_key, return_index=True, return_inverse=True)
-    full = ctx_rank.astype(np.uint64).ravel() * np.uint64(vocab_size) + rows[:, n - 1].astype(np.uint64)
-    if weights is None:
-        keys, first, count = np.unique(full, return_index=True, return_counts=True)
-        count = count.astype(np.int64)
+    v = np.uint64(vocab_size)
+    if vocab_size**n <= _U64_MAX + 1:
+        key = lexicographic_keys(rows, vocab_size)
+        if weights is None:
+            key = np.sort(key)
+        else:
+            order = np.argsort(key)
+            key, weights = key[order], weights[order]
+        starts = _group_starts(key)
+        keys = key[starts]
+        ctx_key = keys // v
+        ctx_starts = _group_starts(ctx_key)
+        contexts = _decode_keys(ctx_key[ctx_starts], vocab_size, n - 1)
     else:
-        keys, first, inverse = np.unique(full, return_index=True, return_inverse=True)
-        count = np.bincount(inverse.ravel(), weights=weights, minlength=len(keys)).round().astype(np.int64)
-    rank = (keys // np.uint64(vocab_size)).astype(np.int64)
-    next_token = (keys % np.uint64(vocab_size)).astype(np.int64)
-    indptr = np.searchsorted(rank, np.arange(len(ctx_uniq) + 1)).astype(np.int64)
-    contexts = rows[ctx_first, : n - 1].astype(np.int64)
+        ctx_key = lexicographic_keys(rows[:, : n - 1], vocab_size)
+        order = np.argsort(ctx_key)
+        ctx_first = _group_starts(ctx_key[order])
+        step = np.zeros(n_rows, dtype=np.uint64)
+        step[ctx_first[1:]] = 1
+        full = np.cumsum(step, dtype=np.uint64)
+        full *= v
+        full += _as_u64(rows[:, n - 1])[order]
+        if weights is None:
+            full = np.sort(full)
+        else:
+            order2 = np.argsort(full)
+            full, weights = full[order2], weights[order][order2]
+        starts = _group_starts(full)
+        keys = full[starts]
+        contexts = rows[order[ctx_first], : n - 1].astype(np.int64)
+        ctx_starts = _group_starts(keys // v)
+    if weights is None:
+        count = np.diff(np.append(starts, n_rows)).astype(np.int64)
+    else:
+        count = np.add.reduceat(weights, starts).round().astype(np.int64)
+    next_token = (keys % v).astype(np.int64)
+    indptr = np.append(ctx_starts, len(keys)).astype(np.int64)
     return NGramCounts(n, vocab_size, contexts, indptr, next_token, count, n_tokens)
 
 

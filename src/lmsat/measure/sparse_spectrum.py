@@ -19,10 +19,16 @@ block and many tiny ones:
 * small blocks (smaller side <= ``SMALL_BLOCK``): Gram matrices padded and
   stacked, one batched ``eigvalsh`` per size class (float64);
 * large blocks: the Gram matrix of the smaller side, dense, ``eigvalsh`` in
-  float64 (on the GPU when there is one) when it has at most ``max_dense`` rows;
+  float64 (on the GPU when there is one) when it has at most ``max_dense`` rows
+  (default: 20,000 on CPU, 3.2 GB; on a GPU the largest that fits in its free memory);
   otherwise the top k eigenvalues by randomized subspace iteration (torch, CPU or
   GPU) or Lanczos (``scipy.sparse.linalg.eigsh``), using the Gram operator
-  x -> P^T (P x) without ever forming it.
+  without ever forming it.
+
+Within a block, rows with a single non-zero (contexts always followed by the
+same token) only add to the diagonal of the Gram matrix: P^T P = diag(d) + M^T M
+with M the rows holding 2+ non-zeros (:func:`split_gram`), so Gram products cost
+nnz(M), usually a small part of nnz(P).
 
 Accuracy is measured on the run: for dense blocks, the trace check
 |sum s_i^2 - |P|_F^2| / |P|_F^2 and the most negative eigenvalue (rounding);
@@ -49,6 +55,7 @@ Method = Literal["auto", "dense", "subspace", "lanczos"]
 METHODS: tuple[str, ...] = ("auto", "dense", "subspace", "lanczos")
 SMALL_BLOCK = 128
 DEFAULT_MAX_DENSE = 20_000
+_GPU_MAX_DENSE = 65_536
 DEFAULT_TRUNCATED_K = 1024
 _EPS_FACTOR = 10.0
 _STACK_BYTES = 256 << 20  # memory of one batch of small Gram matrices
@@ -93,6 +100,16 @@ def bipartite_blocks(matrix: sp.csr_matrix) -> tuple[int, np.ndarray, np.ndarray
     )
     n_blocks, labels = connected_components(adjacency, directed=False)
     return int(n_blocks), labels[:n_rows], labels[n_rows:]
+
+
+def default_max_dense(device: str) -> int:
+    """Largest Gram block diagonalised densely: 20,000 on CPU; on CUDA, b with 3 * 8 * b^2 bytes <= free memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(min(_GPU_MAX_DENSE, math.sqrt(free / (3 * 8))))
+    return DEFAULT_MAX_DENSE
 
 
 def _resolve_device(device: str) -> str:
@@ -171,6 +188,29 @@ def _dense_block(gram: np.ndarray, device: str) -> tuple[np.ndarray, float]:
     return ev.cpu().numpy(), lowest
 
 
+def split_gram(matrix: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
+    """G = P^T P = diag(d) + M^T M, with M the rows of P holding 2+ non-zeros.
+
+    A row with one non-zero (a context always followed by the same token, most
+    rows of an n-gram matrix) only adds its squared value to one diagonal entry
+    of G, so it is folded into d; products with G then cost nnz(M), not nnz(P).
+    """
+    matrix = matrix.tocsr()
+    lengths = np.diff(matrix.indptr)
+    single = np.repeat(lengths == 1, lengths)
+    diag = np.bincount(matrix.indices[single], weights=matrix.data[single] ** 2, minlength=matrix.shape[1])
+    multi = matrix[lengths > 1].tocsr()
+    return diag, multi
+
+
+def gram_dense(matrix: sp.csr_matrix) -> np.ndarray:
+    """The dense Gram matrix P^T P (float64), built from :func:`split_gram`."""
+    diag, multi = split_gram(matrix)
+    gram = (multi.T @ multi).toarray()
+    gram[np.diag_indices_from(gram)] += diag
+    return gram
+
+
 def _torch_csr(matrix: sp.csr_matrix, device: str) -> Any:
     import torch
 
@@ -191,7 +231,7 @@ def subspace_top_eigenvalues(
     """Top-k eigenvalues of G = P^T P by randomized subspace iteration with Rayleigh-Ritz (torch).
 
     Block of l = k + max(16, k/4) vectors; each iteration Z = G Q (two sparse
-    products), Ritz values theta from Q^T Z, residuals r_i = |Z u_i - theta_i Q u_i|
+    products with M and a diagonal, see :func:`split_gram`), Ritz values theta from Q^T Z, residuals r_i = |Z u_i - theta_i Q u_i|
     (free, since G Q u = Z u), then Q = qr(Z). Stops when max_{i<=k} r_i / theta_1 < tol
     or after ``max_iters``. Returns (theta_1..theta_k descending, accuracy dict).
     """
@@ -200,14 +240,16 @@ def subspace_top_eigenvalues(
     n = matrix.shape[1]
     k = min(k, n)
     ell = min(n, k + max(16, k // 4))
-    a = _torch_csr(matrix, device)
-    at = _torch_csr(matrix.T.tocsr(), device)
+    diag_np, multi = split_gram(matrix)
+    diag = torch.as_tensor(diag_np, dtype=torch.float64, device=device)[:, None]
+    a = _torch_csr(multi, device)
+    at = _torch_csr(multi.T.tocsr(), device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(n, ell, generator=gen, dtype=torch.float64).to(device))
     theta = residual = None
     it = 0
     for it in range(1, max_iters + 1):
-        z = at @ (a @ q)
+        z = diag * q + at @ (a @ q)
         t = q.T @ z
         theta_all, u = torch.linalg.eigh((t + t.T) / 2)
         theta_all, u = theta_all.flip(0), u.flip(1)
@@ -221,6 +263,7 @@ def subspace_top_eigenvalues(
     res_np = residual.cpu().numpy()
     return theta_np, {
         "iterations": it,
+        "gram_products": it * ell,
         "block_size": ell,
         "max_residual_relative": float(res_np.max() / max(theta_np[0], 1e-300)),
         "residual_sum": float(res_np.sum()),
@@ -229,7 +272,7 @@ def subspace_top_eigenvalues(
 
 
 def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Top-k eigenvalues of G = P^T P by implicitly restarted Lanczos (ARPACK ``eigsh``), G x = P^T (P x).
+    """Top-k eigenvalues of G = P^T P by implicitly restarted Lanczos (ARPACK ``eigsh``), G x = d x + M^T (M x).
 
     Residuals |G v_i - theta_i v_i| are recomputed from the returned vectors.
     """
@@ -237,22 +280,34 @@ def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, s
 
     n = matrix.shape[1]
     k = min(k, n - 1)
-    mt = matrix.T.tocsr()
-    op = LinearOperator((n, n), matvec=lambda x: mt @ (matrix @ x), matmat=lambda x: mt @ (matrix @ x), dtype=np.float64)
+    diag, multi = split_gram(matrix)
+    mt = multi.T.tocsr()
+
+    products = 0
+
+    def gram_times(x: np.ndarray) -> np.ndarray:
+        nonlocal products
+        products += 1 if x.ndim == 1 else x.shape[1]
+        return (diag * x.T).T + mt @ (multi @ x)
+
+    op = LinearOperator((n, n), matvec=gram_times, matmat=gram_times, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
     theta, vec = eigsh(op, k=k, which="LA", tol=tol, v0=v0)
     order = np.argsort(theta)[::-1]
     theta, vec = theta[order], vec[:, order]
-    res = np.linalg.norm(mt @ (matrix @ vec) - vec * theta, axis=0)
+    n_products = products
+    res = np.linalg.norm(gram_times(vec) - vec * theta, axis=0)
     theta = np.clip(theta, 0, None)
     return theta, {
+        "gram_products": n_products,
         "max_residual_relative": float(res.max() / max(theta[0], 1e-300)),
         "residual_sum": float(res.sum()),
         "converged": True,
     }
 
 
-def _block_submatrix(matrix: sp.csr_matrix, row_block: np.ndarray, col_block: np.ndarray, b: int) -> sp.csr_matrix:
+def block_submatrix(matrix: sp.csr_matrix, row_block: np.ndarray, col_block: np.ndarray, b: int) -> sp.csr_matrix:
+    """Block ``b`` of P (labels from :func:`bipartite_blocks`), transposed if it has more columns than rows."""
     rows = np.nonzero(row_block == b)[0]
     cols = np.nonzero(col_block == b)[0]
     sub = matrix[rows][:, cols].tocsr()
@@ -265,14 +320,15 @@ def sparse_singular_values(
     top_k: int | None = None,
     method: Method = "auto",
     device: str = "auto",
-    max_dense: int = DEFAULT_MAX_DENSE,
+    max_dense: int | None = None,
     truncated_k: int = DEFAULT_TRUNCATED_K,
     seed: int = 0,
 ) -> SparseSpectrum:
     """Singular values of a sparse P, blockwise (see module docstring), with on-run accuracy.
 
     ``top_k``: keep only the k largest (None: all). ``method``: ``auto`` (dense
-    Gram per block when the block's smaller side is at most ``max_dense``, else
+    Gram per block when the block's smaller side is at most ``max_dense``
+    (None: :func:`default_max_dense`), else
     Lanczos on CPU and subspace iteration on a GPU), ``dense`` (dense Gram for
     every block, whatever its size), ``subspace`` or ``lanczos`` (that truncated
     method for every block whose smaller side exceeds ``SMALL_BLOCK``).
@@ -283,6 +339,8 @@ def sparse_singular_values(
     matrix = sp.csr_matrix(matrix, dtype=np.float64)
     matrix.eliminate_zeros()
     device = _resolve_device(device)
+    if max_dense is None:
+        max_dense = default_max_dense(device)
     fro = frobenius_norm(matrix)
     if matrix.nnz == 0:
         raise ValueError("the matrix has no non-zero entry")
@@ -308,11 +366,11 @@ def sparse_singular_values(
     cutoff = 0.0
     most_negative = 0.0
     for b in large[np.argsort(-side[large])]:
-        sub = _block_submatrix(matrix, row_block, col_block, int(b))
+        sub = block_submatrix(matrix, row_block, col_block, int(b))
         size = sub.shape[1]
         use_dense = method == "dense" or (method == "auto" and size <= max_dense)
         if use_dense:
-            gram = (sub.T @ sub).toarray()
+            gram = gram_dense(sub)
             ev, lowest = _dense_block(gram, device)
             del gram
             most_negative = min(most_negative, lowest)
@@ -321,7 +379,7 @@ def sparse_singular_values(
             continue
         k = min(top_k or truncated_k, size)
         if k >= size - 1:
-            ev, lowest = _dense_block((sub.T @ sub).toarray(), device)
+            ev, lowest = _dense_block(gram_dense(sub), device)
             most_negative = min(most_negative, lowest)
             values.append(ev)
             dense_done.append(size)
