@@ -23,6 +23,8 @@ def report(
     Reads every record in the run directories (anisotropy, head, sweep, saturation, scaling_fit, rank_probe, rank_probe_ref, ngram, synth, train, downstream; any other kind as a plain table) and never recomputes a measurement. The diagnosis compares each model's hidden size d with the data's n-gram dimension at W-error 0.5 and 0.1 and a synthetic language's known rank, and reports the head's singular entropy, last-layer anisotropy, the spectrum-collapse and anisotropy-jump steps of a sweep, and the rank-probe gap at r = d, each with numbers, a figure and caveats.
 
     HTML embeds its figures (base64 PNG) and needs no network. Markdown links its figures as PNG files. Either way, OUTPUT_files/ next to the report holds the figures and every table as CSV.
+
+    Example: lmsat report runs/pythia runs/ngram runs/probe -o pythia-report.html (or -o pythia-report.md).
     """
     from lmsat.report import build_report
 
@@ -43,6 +45,8 @@ def demo(
     Stages: (1) a synthetic low-rank-logits language whose logits have rank R = 16 (lmsat synth); (2) tiny GPT-NeoX models with hidden sizes d below and above R, with checkpoints (lmsat train); (3) a sweep of every checkpoint and the saturation analysis (lmsat sweep); (4) the corpus's n-gram W-error dimension (lmsat ngram-rank); (5) the rank probe of the widest model (lmsat rank-probe); (6) head spectrum and anisotropy of the real SmolLM2-135M if `lmsat fetch-assets` has cached it (nothing is downloaded; the demo says so otherwise); (7) OUTPUT/report.html.
 
     Prints the report's path and a summary table: per model, d against the known rank, the gap of its held-out loss to the language's true entropy, the data's n-gram dimension at W-error 0.5 and 0.1, the rank the probe needs, and the verdict. Each stage keeps its results as records, so an interrupted demo continues where it stopped when re-run with the same options.
+
+    Example: lmsat demo --quick (writes lmsat-demo/report.html).
     """
     from lmsat.experiments.demo import run_demo
 

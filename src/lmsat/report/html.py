@@ -95,6 +95,9 @@ def diagnosis_html(diags: list[ModelDiagnosis], evidence: dict[str, Path], summa
              '<span class="badge not-binding">not binding</span> it is not the limit here.</p>']
     if len(summary):
         parts.append(table_html(Table("summary", "Summary", summary)))
+    else:
+        parts.append("<p>These run directories hold no model-level result (head, anisotropy, sweep, rank probe or training), "
+                     "so there is no model to diagnose; the measurements they hold follow.</p>")
     for m in diags:
         overall = m.overall
         parts.append(f'<div class="card" id="model-{slugify(m.model)}"><h3>{escape(m.model)}'

@@ -45,6 +45,8 @@ def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence:
            "## Diagnosis\n"]
     if len(summary):
         out.append(table_md(summary))
+    else:
+        out.append("These run directories hold no model-level result, so there is no model to diagnose.\n")
     for m in diags:
         out.append(f"### {m.model} — {m.overall}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
         for f in m.findings:
