@@ -27,14 +27,20 @@ def _step_axis(ax: object) -> None:
     ax.set_xlabel("training step (symlog)")  # type: ignore[attr-defined]
 
 
-def plot_training_curves(records: list[Record], path: str | Path, title: str | None = None) -> Path:
-    """Held-out loss at every checkpoint of each model (nats/token), and the true entropy when known."""
+def plot_training_curves(
+    records: list[Record], path: str | Path, title: str | None = None, labels: dict[str, str] | None = None
+) -> Path:
+    """Held-out loss at every checkpoint of each model (nats/token), and the true entropy when known.
+
+    ``labels`` maps a record's folder (``str(record.path)``) to its legend label (default: key and d).
+    """
     fig, axes = new_figure()
     ax = axes[0, 0]
     refs = []
     for rec in _by_hidden_size(records):
         arr = rec.load_arrays()
-        ax.plot(arr["checkpoint_steps"], arr["eval_loss"], marker="o", ms=2.5, label=f"{rec.key} (d={rec.results['hidden_size']})")
+        label = (labels or {}).get(str(rec.path), f"{rec.key} (d={rec.results['hidden_size']})")
+        ax.plot(arr["checkpoint_steps"], arr["eval_loss"], marker="o", ms=2.5, label=label)
         if rec.results.get("reference_entropy") is not None:
             refs.append(rec.results["reference_entropy"])
     if refs:
@@ -46,30 +52,49 @@ def plot_training_curves(records: list[Record], path: str | Path, title: str | N
     return save(fig, path)
 
 
-def plot_gap_vs_hidden_size(groups: dict[str, list[Record]], path: str | Path, rank: int | None = None) -> Path:
-    """Final gap (held-out loss - true entropy, nats/token) vs hidden size, one line per language."""
+def plot_gap_vs_hidden_size(
+    groups: dict[str, list[Record]],
+    path: str | Path,
+    rank: int | None = None,
+    languages: dict[str, Record] | None = None,
+) -> Path:
+    """Final and best gap (held-out loss - true entropy, nats/token) vs hidden size, one colour per language.
+
+    With ``languages`` (label -> synth record, same labels as ``groups``), each language's
+    ``svd_truncation_gap`` (the gap of its rank-d truncated true logits) is drawn as a thin line.
+    """
     fig, axes = new_figure()
     ax = axes[0, 0]
+    d_max = 1
     for label, records in groups.items():
         recs = [r for r in _by_hidden_size(records) if r.results.get("final_gap") is not None]
         if not recs:
             continue
         d = [r.results["hidden_size"] for r in recs]
-        line = ax.plot(d, [r.results["final_gap"] for r in recs], marker="o", label=f"{label}: final")[0]
-        ax.plot(d, [r.results["best_gap"] for r in recs], marker="x", ls=":", color=line.get_color(), label=f"{label}: best checkpoint")
+        d_max = max(d_max, *d)
+        line = ax.plot(d, [r.results["final_gap"] for r in recs], marker="o", label=f"{label}: trained, final")[0]
+        ax.plot(d, [r.results["best_gap"] for r in recs], marker="x", ls=":", color=line.get_color(), label=f"{label}: trained, best checkpoint")
+        if languages and label in languages:
+            bound = languages[label].load_arrays()["svd_truncation_gap"]
+            xs = np.arange(1, min(len(bound), 2 * d_max + 1))
+            ax.plot(xs, bound[xs], lw=0.8, ls="--", color=line.get_color(), label=f"{label}: rank-d SVD truncation of the true logits")
     if rank is not None:
         ax.axvline(rank, color="k", ls="--", lw=1, label=f"true rank R = {rank}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("symlog", linthresh=0.01)
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel("gap = held-out loss - true entropy (nats/token)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("hidden size d (or rank d of the truncation)")
+    ax.set_ylabel("gap = loss - true entropy (nats/token)")
     ax.set_title("Distance to the best achievable loss")
     ax.legend()
     return save(fig, path)
 
 
-def plot_head_over_training(records: list[Record], path: str | Path) -> Path:
-    """Two panels: LM-head effective rank exp(H(s^2 / sum s^2)) / d, and last-layer anisotropy, vs step."""
+def plot_head_over_training(records: list[Record], path: str | Path, labels: dict[str, str] | None = None) -> Path:
+    """Two panels: LM-head effective rank exp(H(s^2 / sum s^2)) / d, and last-layer anisotropy, vs step.
+
+    ``labels`` maps a record's folder (``str(record.path)``) to its legend label (default: d).
+    """
     from lmsat.measure.spectrum import effective_rank
 
     fig, axes = new_figure(ncols=2)
@@ -78,8 +103,9 @@ def plot_head_over_training(records: list[Record], path: str | Path) -> Path:
         arr = rec.load_arrays()
         d = rec.results["hidden_size"]
         ranks = [effective_rank(s) / d for s in arr["head_singular_values"]]
-        left.plot(arr["checkpoint_steps"], ranks, marker="o", ms=2.5, label=f"d={d}")
-        right.plot(arr["checkpoint_steps"], arr["last_layer_anisotropy"], marker="o", ms=2.5, label=f"d={d}")
+        label = (labels or {}).get(str(rec.path), f"d={d}")
+        left.plot(arr["checkpoint_steps"], ranks, marker="o", ms=2.5, label=label)
+        right.plot(arr["checkpoint_steps"], arr["last_layer_anisotropy"], marker="o", ms=2.5, label=label)
     for ax in (left, right):
         _step_axis(ax)
         ax.legend()
@@ -123,5 +149,6 @@ def plot_family(records: list[Record], folder: str | Path) -> list[Path]:
         language = language_for_corpus(records[0].inputs["data"]["corpus"]["source"])
         rank = language.results["rank"] if language is not None else None
         label = language.results["family"] if language is not None else "gap"
-        figures.append(plot_gap_vs_hidden_size({label: records}, folder / "training_gap.png", rank=rank))
+        figures.append(plot_gap_vs_hidden_size({label: records}, folder / "training_gap.png", rank=rank,
+                                               languages={label: language} if language is not None else None))
     return figures
