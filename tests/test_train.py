@@ -90,7 +90,7 @@ def test_checkpoints_load_with_plain_transformers_and_reproduce_the_logged_loss(
     config = json.loads((model_dir / "train_config.json").read_text())
     assert config["tokens_per_step"] == 16 * 64 and config["hidden_size"] == 32
     assert sorted(int(p.name[4:]) for p in model_dir.glob("step*")) == checkpoint_steps(300, 100)
-    logged = {r["step"]: r["eval_loss"] for r in read_metrics(model_dir) if "eval_loss" in r}
+    logged = {r["step"]: r for r in read_metrics(model_dir) if "eval_loss" in r}
     # Independent evaluation: the held-out text through the tokenizer saved in the checkpoint,
     # the same windows (seq_len + 1 tokens, stride seq_len, spread evenly), plain cross-entropy.
     tok = AutoTokenizer.from_pretrained(model_dir / "step100")
@@ -101,14 +101,23 @@ def test_checkpoints_load_with_plain_transformers_and_reproduce_the_logged_loss(
     n = (len(stream) - 1) // 64
     pick = np.unique(np.linspace(0, n - 1, num=min(64, n)).round().astype(int))
     windows = torch.tensor(np.stack([stream[i * 64 : i * 64 + 65] for i in pick]))
+    # the true -ln p of every held-out word, from the language's record, placed at the non-eos positions
+    true_nll = np.full(len(stream), np.nan)
+    arrays = Store(family["root"] / "lang").get("synth", "language").load_arrays()
+    true_nll[stream != tok.eos_token_id] = arrays["heldout_neg_log_probs"]
+    true_targets = np.stack([true_nll[i * 64 + 1 : i * 64 + 65] for i in pick])
     for step in (0, 100, 300):
         model = AutoModelForCausalLM.from_pretrained(model_dir / f"step{step}")
         assert sum(p.numel() for p in model.parameters()) == config["n_params"]
         assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
         with torch.no_grad():
             logits = model(windows[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1))
-        assert float(loss) == pytest.approx(logged[step], abs=1e-4)
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1), reduction="none")
+        assert float(nll.mean()) == pytest.approx(logged[step]["eval_loss"], abs=1e-4)
+        diff = nll.numpy().reshape(true_targets.shape) - true_targets
+        known = np.isfinite(diff)
+        assert float(diff[known].mean()) == pytest.approx(logged[step]["gap"], abs=1e-4)
+        assert float(diff[known].std() / np.sqrt(known.sum())) == pytest.approx(logged[step]["gap_standard_error"], rel=1e-3)
     # only the newest checkpoint keeps the optimizer state, and it loads with weights_only=True
     assert [p.parent.name for p in model_dir.glob("step*/training_state.pt")] == ["step300"]
     state = torch.load(model_dir / "step300" / "training_state.pt", weights_only=True)

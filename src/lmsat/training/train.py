@@ -337,6 +337,7 @@ class EvalResult:
     head_singular_values: np.ndarray
     reference_entropy: float | None = None  # mean true -ln p over the targets it is known for
     gap: float | None = None  # mean (-ln q + ln p) over those same targets
+    gap_standard_error: float | None = None  # std(-ln q + ln p) / sqrt(n) over those targets
 
     def as_json(self) -> dict[str, Any]:
         from lmsat.measure.spectrum import effective_rank, singular_entropy
@@ -346,6 +347,7 @@ class EvalResult:
             "eval_loss": self.eval_loss,
             "reference_entropy": self.reference_entropy,
             "gap": self.gap,
+            "gap_standard_error": self.gap_standard_error,
             "last_layer_anisotropy": self.last_layer_anisotropy,
             "head_singular_entropy": singular_entropy(s),
             "head_effective_rank": effective_rank(s),
@@ -384,8 +386,10 @@ def evaluate(model: Any, data: TrainingData, batch_size: int, device: str) -> Ev
     if data.eval_reference is not None:
         known = np.isfinite(data.eval_reference)
         if known.any():
+            diff = nll[known] - data.eval_reference[known]
             result.reference_entropy = float(data.eval_reference[known].mean())
-            result.gap = float((nll[known] - data.eval_reference[known]).mean())
+            result.gap = float(diff.mean())
+            result.gap_standard_error = float(diff.std() / np.sqrt(diff.size))
     return result
 
 
@@ -690,6 +694,7 @@ def _record_results(
         "relative_rise": float(eval_loss[-1] / eval_loss[best] - 1.0),
         "reference_entropy": final.get("reference_entropy"),
         "final_gap": final.get("gap"),
+        "final_gap_standard_error": final.get("gap_standard_error"),
         "best_gap": min((evals[s]["gap"] for s in steps if evals[s].get("gap") is not None), default=None),
         "final_last_layer_anisotropy": final.get("last_layer_anisotropy"),
         "final_head_singular_entropy": final.get("head_singular_entropy"),
