@@ -138,8 +138,11 @@ def test_evaluation_equals_a_direct_computation(tmp_path):
     rows = np.r_[0:10, 20:30]
     z = H[rows].astype(np.float64) @ head.W.detach().double().numpy().T
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    nll = -logp[np.arange(20), y[rows]].mean()
+    per_token = -logp[np.arange(20), y[rows]]
+    nll = per_token.mean()
+    assert ev["nll"] == pytest.approx(per_token, rel=1e-5)
     assert ev["loss"] == pytest.approx(nll, rel=1e-5)
+    assert ev["loss_se"] == pytest.approx(per_token.std() / math.sqrt(20), rel=1e-4)
     assert ev["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
     assert ev["accuracy"] == pytest.approx(float((z.argmax(1) == y[rows]).mean()))
     assert ev["n_tokens"] == 20

@@ -80,11 +80,13 @@ KIND = "rank_probe"
 REF_KIND = "rank_probe_ref"
 FEATURES_FORMAT = "lmsat.features/1"
 FEATURE_DTYPES = ("float16", "float32")
-DEFAULT_LR_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+DEFAULT_LR_GRID: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
 STUDY_LR_RANGE = (1e-3, 5e-2)
 # Logit elements per chunk when --chunk-tokens is 0: 32 MB of float32 logits on CPU (cache-friendlier
-# than larger chunks there), 512 MB on CUDA.
+# than larger chunks there), 512 MB on CUDA; never fewer tokens than AUTO_MIN_CHUNK_TOKENS, below which
+# the per-chunk gradient accumulation into the (V x r) factor dominates.
 AUTO_CHUNK_LOGITS = {"cpu": 1 << 23, "cuda": 1 << 27}
+AUTO_MIN_CHUNK_TOKENS = {"cpu": 128, "cuda": 1024}
 _EVAL_ROWS = 1 << 15
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -104,13 +106,13 @@ class ProbeSettings:
     """
 
     train_tokens: int = 16384
-    eval_tokens: int = 4096
-    seq_len: int = 256
+    eval_tokens: int = 2048
+    seq_len: int = 128
     seed: int = 0
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
-    search_steps: int = 20
-    steps: int = 200
-    batch_tokens: int = 1024
+    search_steps: int = 10
+    steps: int = 60
+    batch_tokens: int = 512
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.1
     weight_decay: float = 0.01
@@ -521,10 +523,11 @@ def lr_factor(step: int, steps: int, warmup_frac: float, min_lr_frac: float) -> 
 
 
 def chunk_rows(vocab_size: int, device: str, chunk_tokens: int = 0) -> int:
-    """Tokens per logits chunk: ``chunk_tokens``, or (0) enough to hold AUTO_CHUNK_LOGITS[device] logits."""
+    """Tokens per logits chunk: ``chunk_tokens``, or (0) AUTO_CHUNK_LOGITS[device] / V, at least AUTO_MIN_CHUNK_TOKENS."""
     if chunk_tokens > 0:
         return chunk_tokens
-    return max(1, AUTO_CHUNK_LOGITS["cuda" if device.startswith("cuda") else "cpu"] // vocab_size)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return max(AUTO_MIN_CHUNK_TOKENS[kind], AUTO_CHUNK_LOGITS[kind] // vocab_size)
 
 
 def _batches(seqs: np.ndarray, batch_seqs: int, seed: int) -> Iterator[np.ndarray]:
@@ -610,22 +613,35 @@ def train_head(
 @torch.no_grad()
 def evaluate_head(
     head: ProbeHead, split: FeatureSplit, seqs: np.ndarray, device: str, chunk_tokens: int = 0
-) -> dict[str, float]:
-    """Held-out loss (nats/token), perplexity exp(loss) and top-1 accuracy of ``head`` on windows ``seqs``."""
+) -> dict[str, Any]:
+    """Held-out loss (nats/token), its standard error, perplexity exp(loss) and top-1 accuracy on windows ``seqs``.
+
+    ``nll``: the per-token -ln p(y_t | h_t) (float32), kept for paired comparisons
+    between heads evaluated on the same tokens; ``loss_se`` = std(nll) / sqrt(n).
+    """
     head.to(device).eval()
     chunk = chunk_rows(head.vocab_size, device, chunk_tokens)
     per_block = max(1, _EVAL_ROWS // split.rows_per_seq)
-    loss_sum, correct, n = 0.0, 0, 0
+    parts: list[np.ndarray] = []
+    correct = 0
     for first in range(0, len(seqs), per_block):
         h_np, y_np = split.rows(seqs[first : first + per_block])
         h, y = torch.from_numpy(h_np).to(device), torch.from_numpy(y_np).to(device)
         for start in range(0, len(y), chunk):
-            s, c = head.nll(h[start : start + chunk], y[start : start + chunk])
-            loss_sum += float(s)
-            correct += int(c)
-        n += len(y)
-    loss = loss_sum / n
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "accuracy": correct / n, "n_tokens": n}
+            nll, hit = head.token_nll(h[start : start + chunk], y[start : start + chunk])
+            parts.append(nll.float().cpu().numpy())
+            correct += int(hit.sum())
+    nll_all = np.concatenate(parts)
+    n = len(nll_all)
+    loss = float(nll_all.astype(np.float64).mean())
+    return {
+        "loss": loss,
+        "loss_se": float(nll_all.std(dtype=np.float64) / math.sqrt(n)),
+        "perplexity": math.exp(min(loss, 700.0)),
+        "accuracy": correct / n,
+        "n_tokens": n,
+        "nll": nll_all,
+    }
 
 
 # --- one rank: search, then the full budget ---------------------------------------------------
@@ -704,7 +720,7 @@ def probe_rank(
     tr = train_head(head, cache.train, all_train, settings.steps, best_lr, settings, device, seed=head_seed,
                     description=f"train {rank_label} lr={best_lr:g}")
     if tr.diverged:
-        ev = {"loss": None, "perplexity": None, "accuracy": None, "n_tokens": None}
+        ev = {"loss": None, "loss_se": None, "perplexity": None, "accuracy": None, "n_tokens": None, "nll": None}
     else:
         ev = evaluate_head(head, cache.eval, np.arange(cache.eval.n_seqs), device, settings.chunk_tokens)
     results = {
@@ -713,6 +729,7 @@ def probe_rank(
         "rank": true_rank,
         "lr": best_lr,
         "loss": ev["loss"],
+        "loss_se": ev["loss_se"],
         "perplexity": ev["perplexity"],
         "accuracy": ev["accuracy"],
         "eval_tokens": ev["n_tokens"],
@@ -726,7 +743,8 @@ def probe_rank(
         "train_tokens_per_s": tr.tokens_seen / tr.seconds if tr.seconds > 0 else None,
         "n_parameters": head.n_parameters(),
     }
-    return store.put(kind, key, {**base_inputs, "lr": best_lr, "stage": "final"}, results)
+    arrays = {"eval_nll": ev["nll"]} if ev["nll"] is not None else None
+    return store.put(kind, key, {**base_inputs, "lr": best_lr, "stage": "final"}, results, arrays=arrays)
 
 
 # --- the whole measurement for a list of models -----------------------------------------------
@@ -927,9 +945,9 @@ def _probe_model(
 def rank_probe_table(store: Store) -> pd.DataFrame:
     """One row per model and head (final runs and references), read from the records.
 
-    Columns: model (record key of the model), revision, gguf_file, head (low-rank / full-rank / own), rank, lr, loss (nats/token),
-    perplexity, accuracy, w_error (of the model's own head at that rank),
-    tokens_seen, eval_tokens, settings_hash.
+    Columns: model (record key of the model), revision, gguf_file, head (low-rank / full-rank / own),
+    rank, lr, loss (nats/token), loss_se (its standard error over the held-out tokens), perplexity,
+    accuracy, w_error (of the model's own head at that rank), tokens_seen, eval_tokens, settings_hash.
     """
     rows = []
     for kind in (REF_KIND, KIND):
@@ -944,6 +962,7 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
                     "rank": res.get("rank"),
                     "lr": res.get("lr"),
                     "loss": res.get("loss"),
+                    "loss_se": res.get("loss_se"),
                     "perplexity": res.get("perplexity"),
                     "accuracy": res.get("accuracy"),
                     "w_error": res.get("w_error") if res.get("head") != "own" else 0.0,

@@ -3,7 +3,7 @@
 A head maps representations h (n x d) to next-token logits over V tokens.
 :class:`LowRankHead` (W = A B, rank <= r) and :class:`FullRankHead` (W, rank
 min(V, d)) are the study's heads; other heads (e.g. a mixture of softmaxes)
-subclass :class:`ProbeHead` and override :meth:`ProbeHead.nll` when their
+subclass :class:`ProbeHead` and override :meth:`ProbeHead.token_nll` when their
 output is not ``softmax(logits)``.
 """
 

@@ -36,7 +36,7 @@ class ProbeHead(nn.Module):
     """A head mapping representations (n, d) to next-token logits (n, V).
 
     Subclasses define :meth:`forward`; a head whose distribution is not
-    ``softmax(forward(h))`` (a mixture of softmaxes, ...) overrides :meth:`nll`.
+    ``softmax(forward(h))`` (a mixture of softmaxes, ...) overrides :meth:`token_nll`.
     """
 
     vocab_size: int
@@ -47,16 +47,21 @@ class ProbeHead(nn.Module):
         """The largest rank of the head's logit map."""
         raise NotImplementedError
 
-    def nll(self, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sum over tokens of -ln p(y_t | h_t) in nats, number of correct top-1 predictions).
+    def token_nll(self, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-ln p(y_t | h_t) per token in nats, float32 (n,); whether the top-1 prediction is y_t, bool (n,)).
 
         ``h``: (n, d) float, ``targets``: (n,) int64. The log-softmax is taken in
-        float32 even under autocast.
+        float32 even under autocast. Heads whose distribution is not
+        ``softmax(forward(h))`` override this method.
         """
         logits = self(h).float()
-        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
-        correct = (logits.detach().argmax(dim=-1) == targets).sum()
-        return loss, correct
+        nll = nn.functional.cross_entropy(logits, targets, reduction="none")
+        return nll, logits.detach().argmax(dim=-1) == targets
+
+    def nll(self, h: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum over tokens of -ln p(y_t | h_t) in nats, number of correct top-1 predictions)."""
+        per_token, correct = self.token_nll(h, targets)
+        return per_token.sum(), correct.sum()
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
