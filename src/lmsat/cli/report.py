@@ -52,7 +52,20 @@ def demo(
 
     result = run_demo(output, quick=quick, device=device, say=say)
     if result.summary is not None and len(result.summary):
-        print_table(result.summary, title="Diagnosis (d = hidden size; gap and losses in nats/token)", floats=3)
+        print_table(compact_summary(result.summary), title="Diagnosis (R: known rank; gap to the true entropy in nats/token)")
     for note in result.notes:
         say(f"note: {note}")
     say(f"report: {result.report}")
+
+
+SHORT = {"model": "model", "d": "d", "known rank": "R", "gap to true entropy": "gap", "dim@0.5": "dim@0.5", "dim@0.1": "dim@0.1",
+         "probe rank needed": "probe r", "bottleneck": "verdict"}
+
+
+def compact_summary(summary: "object") -> "object":
+    """The report's summary with short headers and numbers as the report prints them, for an 80-column terminal."""
+    from lmsat.report.content import fmt_cell
+
+    cols = [c for c in SHORT if c in summary.columns]  # type: ignore[attr-defined]
+    frame = summary[cols].rename(columns=SHORT)  # type: ignore[index]
+    return frame.map(lambda v: fmt_cell(None if v != v else v))

@@ -80,8 +80,8 @@ FULL = DemoConfig(name="full")
 QUICK = DemoConfig(
     name="quick", tokens=131_072, heldout_tokens=8192, hidden_sizes=(8, 32), steps=200, batch_size=16,
     warmup=20, checkpoint_every=50, eval_tokens=4096, sweep_tokens=4096, probe_ranks=(4, 8, 16, 32),
-    probe_train_tokens=16_384, probe_eval_tokens=4096, probe_steps=150, probe_search_steps=15,
-    probe_lr_grid=(1e-2, 3e-2), smollm2_tokens=512,
+    probe_train_tokens=16_384, probe_eval_tokens=4096, probe_steps=120, probe_search_steps=0,
+    probe_lr_grid=(3e-2,), smollm2_tokens=512,
 )
 
 

@@ -135,15 +135,7 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
 
         text = render_markdown(meta, diags, evidence, sections, summary, base=out.parent)
     atomic_write_text(out, text)
-    _readable(out)
     return ReportOutput(out, files, fmt, diags, summary, csv_paths)
-
-
-def _readable(path: Path) -> None:
-    """Give the report the usual file mode (atomic writes create it owner-only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 __all__ = ["build_report", "load_records", "diagnose", "ReportOutput"]
