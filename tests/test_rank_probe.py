@@ -162,11 +162,11 @@ def test_a_corrupted_cache_fails_its_checksum(tmp_path):
 
 def test_float16_cache_rounds_features_as_documented(tmp_path):
     cache, data, _ = _synthetic_cache(tmp_path / "f", 30, 8, 2, n_train=4, n_eval=2, rows=10, dtype="float16")
-    h, y = cache.train.rows([1, 3])
+    h, y = cache.train.tensors([1, 3], "cpu")
     H = data["train"][0]
     expected = np.concatenate([H[10:20], H[30:40]])
-    assert h.dtype == np.float32 and np.array_equal(h, expected.astype(np.float16).astype(np.float32))
-    assert np.array_equal(y, np.concatenate([data["train"][1][10:20], data["train"][1][30:40]]))
+    assert h.dtype == torch.float32 and np.array_equal(h.numpy(), expected.astype(np.float16).astype(np.float32))
+    assert np.array_equal(y.numpy(), np.concatenate([data["train"][1][10:20], data["train"][1][30:40]]))
     assert cache.feature_rms == pytest.approx(float(np.sqrt(np.square(H.astype(np.float16).astype(np.float64)).mean())), rel=1e-9)
 
 

@@ -258,11 +258,16 @@ class FeatureSplit:
         return int(self.h.shape[0])
 
     def rows(self, seqs: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Representations (float32) and targets (int64) of the given windows, in that order."""
+        """Representations (as stored: float16 or float32) and targets (int64) of the given windows, in order."""
         r = self.rows_per_seq
-        h = np.concatenate([self.h[s * r : (s + 1) * r] for s in seqs]).astype(np.float32, copy=False)
+        h = np.concatenate([self.h[s * r : (s + 1) * r] for s in seqs])
         y = np.concatenate([self.y[s * r : (s + 1) * r] for s in seqs]).astype(np.int64)
         return h, y
+
+    def tensors(self, seqs: Sequence[int] | np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`rows` on ``device``, representations in float32 (converted there: half the transfer)."""
+        h, y = self.rows(seqs)
+        return torch.from_numpy(h).to(device).float(), torch.from_numpy(y).to(device)
 
 
 @dataclass
@@ -586,9 +591,7 @@ def train_head(
     t0 = time.perf_counter()
     diverged = False
     for _ in track(range(steps), description):
-        h_np, y_np = split.rows(next(batches))
-        h = torch.from_numpy(h_np).to(device)
-        y = torch.from_numpy(y_np).to(device)
+        h, y = split.tensors(next(batches), device)
         n = len(y)
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=device)
@@ -625,8 +628,7 @@ def evaluate_head(
     parts: list[np.ndarray] = []
     correct = 0
     for first in range(0, len(seqs), per_block):
-        h_np, y_np = split.rows(seqs[first : first + per_block])
-        h, y = torch.from_numpy(h_np).to(device), torch.from_numpy(y_np).to(device)
+        h, y = split.tensors(seqs[first : first + per_block], device)
         for start in range(0, len(y), chunk):
             nll, hit = head.token_nll(h[start : start + chunk], y[start : start + chunk])
             parts.append(nll.float().cpu().numpy())
@@ -840,9 +842,9 @@ def own_head_reference(
     total, correct, n = 0.0, 0, 0
     with torch.no_grad():
         for first in range(0, len(seqs), per_block):
-            h_np, y_np = cache.eval.rows(seqs[first : first + per_block])
-            s, c = chunked_cross_entropy(torch.from_numpy(h_np).to(device), w, torch.from_numpy(y_np).to(device), bias=b, chunk_tokens=chunk)
-            total, correct, n = total + float(s), correct + int(c), n + len(y_np)
+            h, y = cache.eval.tensors(seqs[first : first + per_block], device)
+            s, c = chunked_cross_entropy(h, w, y, bias=b, chunk_tokens=chunk)
+            total, correct, n = total + float(s), correct + int(c), n + len(y)
     own = cache.meta["splits"]["eval"]["own_head"]
     s = singular_values(weight)
     curve = w_error_curve(s)
