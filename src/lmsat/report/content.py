@@ -152,7 +152,7 @@ def synth_frame(records: list[Record]) -> pd.DataFrame:
 def train_frame(records: list[Record]) -> pd.DataFrame:
     """One row per trained model: d, parameters, steps, held-out losses (nats/token) and the gap to the true entropy."""
     cols = ("hidden_size", "n_params", "steps", "tokens", "final_eval_loss", "best_eval_loss", "best_step", "relative_rise",
-            "reference_entropy", "final_gap", "best_gap", "final_head_effective_rank", "final_last_layer_anisotropy")
+            "reference_entropy", "final_gap", "final_gap_standard_error", "best_gap", "final_head_effective_rank", "final_last_layer_anisotropy")
     rows = [{"model": rec.key, **{c: rec.results.get(c) for c in cols if c in rec.results}} for rec in records]
     frame = pd.DataFrame(rows)
     if len(frame) and "hidden_size" in frame:
@@ -185,6 +185,7 @@ def rank_probe_frame(records: list[Record]) -> pd.DataFrame:
             "rank": dg._int(dg._first(res, "rank", "r")) or dg._int(dg._first(rec.inputs, "rank", "r")),
             "lr": dg._first(res, "lr") if dg._first(res, "lr") is not None else rec.inputs.get("lr"),
             "loss": dg._first(res, "loss", "val_loss", "validation_loss"),
+            "loss_se": res.get("loss_se"),
             "accuracy": dg._first(res, "accuracy", "val_accuracy"),
             "w_error": res.get("w_error"), "tokens_seen": res.get("tokens_seen"), "eval_tokens": res.get("eval_tokens"),
         })

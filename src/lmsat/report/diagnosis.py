@@ -282,7 +282,8 @@ def known_rank_finding(d: int, synth: Record, train: Record | None = None) -> Fi
     if train is not None:
         r = train.results
         for label, key in (("final held-out loss", "final_eval_loss"), ("best held-out loss", "best_eval_loss"),
-                           ("final gap to true entropy", "final_gap"), ("best gap to true entropy", "best_gap")):
+                           ("final gap to true entropy", "final_gap"), ("standard error of that gap", "final_gap_standard_error"),
+                           ("best gap to true entropy", "best_gap")):
             if _num(r.get(key)) is not None:
                 numbers[f"{label} (nats/token)"] = _num(r.get(key))
     if d < rank:
