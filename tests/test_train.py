@@ -205,6 +205,6 @@ def test_trains_on_real_text_with_a_real_tokenizer(brown_dir: Path, smollm2_hf: 
     assert rec.results["reference_entropy"] is None  # real text: no known entropy
     assert "last windows" in rec.inputs["data"]["eval_corpus"]
     assert arr["eval_loss"][0] == pytest.approx(math.log(49152), abs=0.2)  # about uniform at initialisation
-    assert arr["eval_loss"][-1] < arr["eval_loss"][0] - 2.0
+    assert arr["eval_loss"][-1] < arr["eval_loss"][0] - 1.0  # 16 steps: it learns the word frequencies
     config = json.loads((tmp_path / "gpt-neox-d16-l1" / "train_config.json").read_text())
     assert config["vocab_size"] == 49152 and config["tokens_per_step"] == 256
