@@ -167,3 +167,10 @@ def test_truncated_methods_on_an_ngram_like_matrix(method):
     theta = got.singular_values**2
     assert np.max(np.abs(theta - ref[:20] ** 2)) <= (got.accuracy["max_residual_relative"] + 1e-12) * theta[0]
     np.testing.assert_allclose(got.singular_values, ref[:20], rtol=1e-3)
+
+
+def test_small_top_k_on_a_large_block_uses_a_top_k_method(large_block):
+    ref = dense_singular_values(large_block)
+    got = sparse_singular_values(large_block, top_k=10, device="cpu")  # 10 * 10 < 400 columns
+    assert "lanczos" in got.method and got.accuracy["truncated_blocks"][0]["k"] == 10
+    np.testing.assert_allclose(got.singular_values, ref[:10], rtol=1e-8)

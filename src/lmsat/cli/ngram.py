@@ -44,7 +44,12 @@ def ngram_rank(
         ),
     ] = "uniform",
     top_k: Annotated[
-        Optional[int], typer.Option("--top-k", help="Compute only the k largest singular values (default: all, up to min(C, V)).")
+        Optional[int],
+        typer.Option(
+            "--top-k",
+            help="Compute only the k largest singular values (default: all, up to min(C, V); "
+            "a block over --max-dense then gets its top 1024 only).",
+        ),
     ] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Count only the first N tokens of the corpus.")] = None,
     method: Annotated[

@@ -48,7 +48,7 @@ SCHEMA_VERSION = 1
 THRESHOLDS: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.01)
 REPORT_DIMS: tuple[int, ...] = (64, 128, 256, 512, 768, 1024, 2048, 4096)
 _ENCODE_BATCH = 64  # documents per tokenizer call
-_ENCODE_CHARS = 4 << 20  # ... or fewer when they hold this many characters
+_ENCODE_CHARS = 1 << 20  # ... or fewer when they hold this many characters
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,17 @@ from lmsat.figures.style import new_figure, save
 from lmsat.store import Record
 
 
+MAX_POINTS = 2000  # points drawn per line: curves of 50k values render as well from 2k
+
+
+def _thin(n: int, log: bool = False) -> np.ndarray:
+    """At most ~MAX_POINTS sorted indices into a line of n points (first and last kept), log-spaced if ``log``."""
+    if n <= MAX_POINTS:
+        return np.arange(n)
+    grid = np.geomspace(1, n, MAX_POINTS) - 1 if log else np.linspace(0, n - 1, MAX_POINTS)
+    return np.unique(np.concatenate([[0, n - 1], grid.astype(np.int64)]))
+
+
 def ngram_label(rec: Record) -> str:
     """``corpus · tokenizer · n=5 · ...`` from the record key (one line per corpus x tokenizer x options)."""
     return " · ".join(rec.key.split("|"))
@@ -27,6 +38,8 @@ def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = Fa
         d = np.arange(len(curve))
         if log_x:
             d, curve = d[1:], curve[1:]
+        keep = _thin(len(d), log=log_x)
+        d, curve = d[keep], curve[keep]
         (line,) = ax.plot(d, curve, label=ngram_label(rec))
         if not rec.results.get("complete", True) and len(d):
             ax.plot(d[-1:], curve[-1:], marker="x", color=line.get_color())
@@ -52,7 +65,8 @@ def plot_ngram_spectrum(records: list[Record], path: str | Path) -> Path:
     for rec in records:
         s = rec.load_arrays()["singular_values"]
         s = s[s > 0] / rec.results["frobenius_norm"]
-        ax.plot(np.arange(1, len(s) + 1), s, label=ngram_label(rec))
+        keep = _thin(len(s), log=True)
+        ax.plot(keep + 1, s[keep], label=ngram_label(rec))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("index i")

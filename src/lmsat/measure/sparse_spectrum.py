@@ -326,12 +326,15 @@ def sparse_singular_values(
 ) -> SparseSpectrum:
     """Singular values of a sparse P, blockwise (see module docstring), with on-run accuracy.
 
-    ``top_k``: keep only the k largest (None: all). ``method``: ``auto`` (dense
-    Gram per block when the block's smaller side is at most ``max_dense``
-    (None: :func:`default_max_dense`), else
-    Lanczos on CPU and subspace iteration on a GPU), ``dense`` (dense Gram for
-    every block, whatever its size), ``subspace`` or ``lanczos`` (that truncated
-    method for every block whose smaller side exceeds ``SMALL_BLOCK``).
+    ``top_k``: keep only the k largest (None: all). ``method``:
+
+    * ``auto``: the dense Gram of a block when its smaller side is at most
+      ``max_dense`` (None: :func:`default_max_dense`) and ``top_k`` is not under
+      a tenth of it; else a top-k method, Lanczos on CPU, subspace iteration on a GPU;
+    * ``dense``: the dense Gram of every block, whatever its size;
+    * ``subspace`` or ``lanczos``: that top-k method for every block whose
+      smaller side exceeds ``SMALL_BLOCK``.
+
     Truncated blocks compute ``top_k`` (or ``truncated_k``) values.
     """
     if method not in METHODS:
@@ -368,7 +371,9 @@ def sparse_singular_values(
     for b in large[np.argsort(-side[large])]:
         sub = block_submatrix(matrix, row_block, col_block, int(b))
         size = sub.shape[1]
-        use_dense = method == "dense" or (method == "auto" and size <= max_dense)
+        # With a small --top-k, a top-k method beats diagonalising a large block in full.
+        few = top_k is not None and top_k * 10 < size
+        use_dense = method == "dense" or (method == "auto" and size <= max_dense and not few)
         if use_dense:
             gram = gram_dense(sub)
             ev, lowest = _dense_block(gram, device)
