@@ -179,6 +179,18 @@ def test_missing_corpus_or_tokenizer_exit_2_with_no_files(family: dict, tmp_path
     assert files_under(tmp_path / "out") == []
 
 
+def test_max_tokens_reads_only_the_start_of_the_corpus(family: dict) -> None:
+    from lmsat.training.train import prepare_data, resolve_inputs, token_stream
+
+    lang = family["root"] / "lang"
+    inputs = resolve_inputs(lang / "corpus", lang / "tokenizer")
+    full = token_stream(inputs.corpus, inputs.tokenizer)
+    data = prepare_data(inputs.corpus, inputs.tokenizer, 64, 4096, inputs.eval_corpus, max_tokens=10_001)
+    assert data.info["tokens"] == 10_001 and len(full) == 160_000 + 5  # 5 files, eos after each
+    assert data.train.shape == ((10_001 - 1) // 64, 65)
+    np.testing.assert_array_equal(data.train[3], full[3 * 64 : 3 * 64 + 65])
+
+
 def test_llama_architecture_trains_and_loads(family: dict, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 

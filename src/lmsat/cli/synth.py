@@ -89,6 +89,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoints at step0, 1, 2, 4, ... below N, then every N steps and the last step.")] = 100,
     eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out corpus (default: the heldout/ folder next to a corpus written by lmsat synth, else the last --eval-tokens of --data, not trained on).")] = None,
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at each checkpoint.")] = 16384,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Read only the first N tokens of --data (default: all of it, held in memory).")] = None,
     log_every: Annotated[int, typer.Option(help="Log the mean training loss every N steps.")] = 10,
     device: Device = "auto",
     text_field: TextField = "text",
@@ -116,7 +117,7 @@ def train(
     config = TrainConfig(
         hidden_size=sizes[0], layers=layers, heads=heads, arch=arch, seq_len=seq_len, steps=steps, batch_size=batch_size,
         lr=lr, min_lr_ratio=min_lr_ratio, warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
-        checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, log_every=log_every, device=device,
+        checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, max_tokens=max_tokens, log_every=log_every, device=device,
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None

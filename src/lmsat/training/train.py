@@ -88,6 +88,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     eval_tokens: int = 16384
+    max_tokens: int | None = None
     log_every: int = 10
     device: str = "auto"
 
@@ -129,6 +130,8 @@ class TrainConfig:
             raise UserError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio}).")
         if not 0 <= self.warmup <= self.steps:
             raise UserError(f"--warmup must be between 0 and --steps {self.steps} (got {self.warmup}).")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise UserError(f"--max-tokens must be >= 2 (got {self.max_tokens}).")
         if self.weight_decay < 0 or self.grad_clip <= 0:
             raise UserError(f"--weight-decay must be >= 0 and --grad-clip > 0 (got {self.weight_decay} and {self.grad_clip}).")
 
@@ -176,24 +179,33 @@ def batch_indices(step: int, batch_size: int, n_windows: int, seed: int) -> np.n
 # --- data -----------------------------------------------------------------------------------
 
 
-def token_stream(corpus: CorpusSpec, tokenizer: TextTokenizer) -> np.ndarray:
-    """The whole corpus as one int64 stream: each document's ids followed by the eos id (if any)."""
+def token_stream(corpus: CorpusSpec, tokenizer: TextTokenizer, max_tokens: int | None = None) -> np.ndarray:
+    """The corpus as one int64 stream: each document's ids followed by the eos id (if any).
+
+    Read whole into memory, or only its first ``max_tokens`` tokens (documents in corpus order).
+    """
     parts: list[np.ndarray] = []
     batch: list[str] = []
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    count = 0
 
     def flush() -> None:
+        nonlocal count
         for ids in tokenizer.encode_batch(batch):
             if ids:
                 parts.append(np.asarray(list(ids) + eos, dtype=np.int64))
+                count += len(parts[-1])
         batch.clear()
 
     for doc in iter_documents(corpus):
         batch.append(doc)
         if len(batch) >= _ENCODE_BATCH:
             flush()
+            if max_tokens is not None and count >= max_tokens:
+                break
     flush()
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return stream[:max_tokens] if max_tokens is not None else stream
 
 
 def windows_of(stream: np.ndarray, seq_len: int) -> np.ndarray:
@@ -229,9 +241,14 @@ def prepare_data(
     seq_len: int,
     eval_tokens: int,
     eval_corpus: CorpusSpec | None = None,
+    max_tokens: int | None = None,
 ) -> TrainingData:
-    """Tokenise, window and split the data (module docstring); clear errors when there is too little."""
-    stream = token_stream(corpus, tokenizer)
+    """Tokenise, window and split the data (module docstring); clear errors when there is too little.
+
+    ``max_tokens`` caps the training stream (the first tokens of the corpus), for corpora too
+    large to hold in memory or streamed hub datasets.
+    """
+    stream = token_stream(corpus, tokenizer, max_tokens)
     if len(stream) == 0:
         raise UserError(f"corpus '{corpus.source}' contains no text; point --data at files with content.")
     all_windows = windows_of(stream, seq_len)
@@ -547,6 +564,8 @@ def train_model(
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
         old = previous.get("identity", {})
+        # settings added to lmsat after that run started count as their defaults
+        old.setdefault("settings", {}).update({k: v for k, v in TrainConfig().settings().items() if k not in old["settings"]})
         if old != json.loads(json.dumps(identity)):
             diff = sorted(k for k in set(old.get("settings", {})) | set(identity["settings"])
                           if old.get("settings", {}).get(k) != identity["settings"].get(k))
@@ -737,7 +756,8 @@ def train_family(
 
     resolve_device(config.device)
     inputs = resolve_inputs(data, tokenizer, eval_data)
-    prepared = prepare_data(inputs.corpus, inputs.tokenizer, config.seq_len, config.eval_tokens, inputs.eval_corpus)
+    prepared = prepare_data(inputs.corpus, inputs.tokenizer, config.seq_len, config.eval_tokens, inputs.eval_corpus,
+                            max_tokens=config.max_tokens)
     return [train_model(cfg, inputs, prepared, output, force=force) for cfg in configs]
 
 
