@@ -52,7 +52,7 @@ def rank_probe(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")] = 0.01,
     full_rank: Annotated[bool, typer.Option("--full-rank/--no-full-rank", help="Also train the unconstrained (rank min(V, d)) reference head.")] = True,
     feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype of the cached representations: float16 or float32.")] = "float16",
-    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens per logits chunk (memory = chunk x V floats); 0 = about 32 MB of logits on CPU, 512 MB on CUDA.")] = 0,
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens per logits chunk (memory = chunk x V floats); 0 = about 64 MB of logits on CPU, 512 MB on CUDA.")] = 0,
     seq_len: SeqLen = 128,
     seed: Annotated[int, typer.Option(help="Seed of the token sample, the split, the initialisation and the batch order.")] = 0,
     batch_size: BatchSize = 8,

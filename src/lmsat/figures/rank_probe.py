@@ -98,6 +98,8 @@ def plot_learning_rates(records: list[Record], path: str | Path) -> Path:
     models = _by_model(records)
     for i, entry in enumerate(models.values()):
         ax_lr.plot([r for r, _ in entry["probes"]], [res["lr"] for _, res in entry["probes"]], "o-", color=f"C{i}", label=entry["label"])
+        if entry["full"]:
+            ax_lr.plot([entry["full"]["rank"]], [entry["full"]["lr"]], "s", ms=8, mfc="none", color=f"C{i}", label="trained full-rank head")
     first = next(iter(models.values()), None)
     if first:
         by_rank: dict[int, list[tuple[float, float]]] = defaultdict(list)
