@@ -156,3 +156,24 @@ def test_bad_synth_inputs_exit_2_with_one_line_and_no_files(tmp_path: Path, cli,
     assert message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert files_under(out) == []
+
+
+def test_an_interrupted_synth_is_redone_on_the_next_run(tmp_path: Path, cli) -> None:
+    """A kill after the text moved into place but before the record: the marker makes the re-run start over."""
+    out = tmp_path / "lang"
+    args = ["--vocab", 8, "--contexts", 8, "--rank", 2, "-n", 2000, "--heldout-tokens", 256]
+    assert cli("synth", "-o", out, *args).code == 0
+    good = (out / "corpus" / "part-00000.txt").read_text()
+    (out / "synth" / "language.json").unlink()  # as if killed before the record was written
+    (out / ".synth-incomplete").write_text("")
+    (out / "corpus" / "part-00000.txt").write_text("w0 w0\n")  # a torn file
+    (out / ".synth-staging-12345").mkdir()
+    assert cli("synth", "-o", out, *args).code == 0
+    assert (out / "corpus" / "part-00000.txt").read_text() == good
+    assert not (out / ".synth-incomplete").exists() and not list(out.glob(".synth-staging-*"))
+    # without the marker, folders lmsat did not write are never deleted
+    other = tmp_path / "other"
+    (other / "corpus").mkdir(parents=True)
+    res = cli("synth", "-o", other, *args)
+    assert res.code == 2 and "that lmsat synth did not write" in res.stderr
+    assert files_under(other) == []

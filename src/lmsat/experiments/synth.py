@@ -219,8 +219,11 @@ def heldout_reference(source: str | Path, stream: np.ndarray, eos_id: int | None
 
 
 def _clear(output: Path) -> None:
+    """Remove a previous (or interrupted) language from ``output``, staging folders included."""
     for name in (CORPUS, HELDOUT, TOKENIZER):
         shutil.rmtree(output / name, ignore_errors=True)
+    for staging in output.glob(".synth-staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
     Store(output).delete(KIND, KEY)
     (output / _INCOMPLETE).unlink(missing_ok=True)
 
