@@ -49,7 +49,7 @@ def test_rerun_skips_finished_models(cli, tiny_neox, brown_dir, tmp_path):
 
 
 @pytest.mark.real
-def test_real_smollm2_gguf_anisotropy_and_head_match_independent_computation(cli, smollm2_gguf, brown_dir, tmp_path):
+def test_real_smollm2_gguf_anisotropy_and_head_match_independent_computation(cli, smollm2_gguf, smollm2_hf, brown_dir, tmp_path):
     folder, gguf = smollm2_gguf
     out = tmp_path / "smol"
     r = cli("anisotropy", folder / gguf, "-d", brown_dir, "-n", 256, "--seq-len", 64, "-b", 4, "-o", out)
@@ -57,9 +57,10 @@ def test_real_smollm2_gguf_anisotropy_and_head_match_independent_computation(cli
     rec = Store(out).records("anisotropy")[0]
     assert len(rec.results["layers"]) == 31  # embeddings + 30 layers
 
-    # Independent: plain transformers forward on the stored token sample, pairwise cosine per layer.
+    # Independent: plain transformers forward (the same weights, de-quantized once and saved as
+    # safetensors by lmsat.assets) on the stored token sample, pairwise cosine per layer.
     ids = np.load(out / "tokens" / f"{rec.inputs['token_sample']['hash']}.npz")["ids"]
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_hf)
     with torch.no_grad():
         outputs = model(torch.from_numpy(ids), output_hidden_states=True, labels=torch.from_numpy(ids))
     for layer in (0, 15, 29, 30):

@@ -46,9 +46,10 @@ def test_corpus_errors_say_what_to_do(corpora, tmp_path):
 
 
 def test_hub_dataset_unreachable_is_a_user_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(UserError, match="cannot load Hugging Face dataset"):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub"):
         next(iter_documents(CorpusSpec("hf:lmsat-test/does-not-exist", split="train")))
 
 

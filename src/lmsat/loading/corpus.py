@@ -129,6 +129,10 @@ def _iter_hub_dataset(spec: CorpusSpec) -> Iterator[str]:
     import datasets
 
     name = spec.source[len(HF_PREFIX):]
+    if not Path(name).exists():
+        from lmsat.loading.models import check_hub_reachable
+
+        check_hub_reachable(f"dataset {name}")
     try:
         ds = datasets.load_dataset(name, spec.config, split=spec.split, streaming=spec.streaming)
     except Exception as exc:  # datasets raises many types (network, missing config, ...)
