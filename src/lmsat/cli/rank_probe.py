@@ -40,14 +40,14 @@ def rank_probe(
         typer.Option(help="Comma-separated ranks r of the heads W = A B, each in [1, d] (default: 8, 16, 32, ... below d)."),
     ] = None,
     output: Output = "lmsat-runs",
-    train_tokens: Annotated[int, typer.Option("--train-tokens", help="Tokens of the training sample (whole windows; cached once).")] = 16384,
+    train_tokens: Annotated[int, typer.Option("--train-tokens", help="Tokens of the training sample (whole windows; cached once).")] = 24576,
     eval_tokens: Annotated[int, typer.Option("--eval-tokens", help="Tokens of the held-out sample, disjoint from the training one.")] = 2048,
     lr_grid: Annotated[
         str, typer.Option("--lr-grid", help="Peak learning rates searched per rank (the study searched [1e-3, 5e-2]); one value skips the search.")
-    ] = "3e-3,1e-2,3e-2",
+    ] = "1e-3,3e-3,1e-2,3e-2",
     search_steps: Annotated[int, typer.Option("--search-steps", help="Optimizer steps of each learning-rate search run.")] = 10,
-    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the full run at the chosen learning rate.")] = 60,
-    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Tokens per optimizer step (rounded to whole windows).")] = 512,
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the full run at the chosen learning rate.")] = 90,
+    batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Tokens per optimizer step (rounded to whole windows).")] = 256,
     warmup: Annotated[float, typer.Option("--warmup", help="Fraction of steps of linear warm-up before the cosine decay.")] = 0.05,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")] = 0.01,
     full_rank: Annotated[bool, typer.Option("--full-rank/--no-full-rank", help="Also train the unconstrained (rank min(V, d)) reference head.")] = True,

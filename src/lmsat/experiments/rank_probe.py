@@ -80,7 +80,7 @@ KIND = "rank_probe"
 REF_KIND = "rank_probe_ref"
 FEATURES_FORMAT = "lmsat.features/1"
 FEATURE_DTYPES = ("float16", "float32")
-DEFAULT_LR_GRID: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
+DEFAULT_LR_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
 STUDY_LR_RANGE = (1e-3, 5e-2)
 # Logit elements per chunk when --chunk-tokens is 0: 64 MB of float32 logits on CPU, 512 MB on CUDA;
 # never fewer tokens than AUTO_MIN_CHUNK_TOKENS (on 2 threads, steps in chunks of 256 tokens ran up
@@ -105,14 +105,14 @@ class ProbeSettings:
     ``steps`` x batch exceeds them (epochs).
     """
 
-    train_tokens: int = 16384
+    train_tokens: int = 24576
     eval_tokens: int = 2048
     seq_len: int = 128
     seed: int = 0
     lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
     search_steps: int = 10
-    steps: int = 60
-    batch_tokens: int = 512
+    steps: int = 90
+    batch_tokens: int = 256
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.1
     weight_decay: float = 0.01
