@@ -487,6 +487,11 @@ def extract_features(
         ids = torch.from_numpy(np.ascontiguousarray(windows[split][first : first + n])).to(loaded.device)
         with torch.inference_mode():
             out = model(input_ids=ids, use_cache=False)
+            if "h" not in captured:
+                raise UserError(
+                    f"{type(model).__name__} computed its logits without calling its output embedding module, "
+                    "so lmsat cannot capture what its head sees; rank-probe supports standard HF causal LMs."
+                )
             h = captured.pop("h")[:, :-1].float()
             logits = out.logits[:, :-1].float()
             y = ids[:, 1:]
