@@ -5,10 +5,12 @@
    list. The Counter runs on a prefix (``--counter-tokens``, default 2M) and its time is
    extrapolated linearly to the full stream (it is linear in tokens, and at 50M tokens
    would need tens of GB of Python objects); the table says so. Both count the prefix and
-   must agree exactly.
+   must agree exactly; their peak memory on the prefix (tracemalloc) is reported per
+   million tokens.
 2. Time to the W-error curve: building P and its spectrum with lmsat's blockwise method
    (``sparse_singular_values``, method auto) against the plain route for the same output.
-   Full spectrum: the dense Gram P^T P over the observed vocabulary and one ``eigvalsh``,
+   Full spectrum: the dense Gram P^T P over the observed vocabulary and one ``eigvalsh``
+   (torch float64, the solver lmsat uses),
    run when it has at most ``--baseline-max`` columns, else extrapolated as (V_obs / m)^3
    times the measured time of a random m x m Gram (m = ``--baseline-max``). Top-k spectrum
    (a block larger than ``--max-dense``): plain Lanczos on all of P^T P, extrapolated as
@@ -52,6 +54,20 @@ def counter_baseline(tokens: np.ndarray) -> tuple[Counter, float]:
     return counts, time.perf_counter() - start
 
 
+def peak_mb(fn) -> float:
+    """Peak memory (MB) traced by tracemalloc (Python objects and numpy buffers) while running fn."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def lmsat_count(tokens: np.ndarray, vocab: int) -> tuple[object, float]:
     start = time.perf_counter()
     counter = NGramCounter(N, vocab)
@@ -63,16 +79,20 @@ def lmsat_count(tokens: np.ndarray, vocab: int) -> tuple[object, float]:
 
 def baseline_spectrum_seconds(p, max_cols: int) -> tuple[float, bool]:
     """Plain full spectrum: dense Gram over observed columns + eigvalsh; measured, or extrapolated from an m x m Gram."""
+    import torch
+
+    # The same eigensolver as lmsat (torch, float64), so only the method differs; warmed up first.
+    torch.linalg.eigvalsh(torch.eye(256, dtype=torch.float64))
     v_obs = p.shape[1]
     if v_obs <= max_cols:
         start = time.perf_counter()
         gram = (p.T @ p).toarray()
-        np.linalg.eigvalsh(gram)
+        torch.linalg.eigvalsh(torch.from_numpy(gram))
         return time.perf_counter() - start, False
     m = max_cols
     a = np.random.default_rng(0).random((m, m))
     start = time.perf_counter()
-    np.linalg.eigvalsh(a + a.T)
+    torch.linalg.eigvalsh(torch.from_numpy(a + a.T))
     return (time.perf_counter() - start) * (v_obs / m) ** 3, True
 
 
@@ -110,6 +130,9 @@ def bench_stream(label: str, tokens: np.ndarray, vocab: int, args: argparse.Name
     ref, t_ref = counter_baseline(prefix)
     assert count_ngrams(prefix, N, vocab).as_dict() == dict(ref), "lmsat and Counter disagree"
     t_ref_full = t_ref * len(tokens) / len(prefix)
+    del ref
+    mb_counter = peak_mb(lambda: counter_baseline(prefix))
+    mb_lmsat = peak_mb(lambda: count_ngrams(prefix, N, vocab))
 
     start = time.perf_counter()
     p = next_token_matrix(counts)
@@ -135,6 +158,8 @@ def bench_stream(label: str, tokens: np.ndarray, vocab: int, args: argparse.Name
         "Counter s": t_ref_full,
         "Counter extrap.": len(prefix) < len(tokens),
         "count speed-up": t_ref_full / t_count,
+        "Counter MB/Mtok": mb_counter / (len(prefix) / 1e6),
+        "lmsat MB/Mtok": mb_lmsat / (len(prefix) / 1e6),
         "curve s": t_spec,
         "method": spec.method + ("" if spec.complete else f" (top {len(spec.singular_values)})"),
         "baseline": base_name,

@@ -146,3 +146,26 @@ def test_frequency_row_weight_equals_weighted_dense_svd(synthetic, cli, tmp_path
     weighted = p * np.sqrt(nc / nc.sum())[:, None]
     np.testing.assert_allclose(rec.load_arrays()["singular_values"], np.linalg.svd(weighted, compute_uv=False), rtol=1e-9, atol=1e-13)
     assert rec.key.endswith("|rows=frequency")
+
+
+def test_max_contexts_and_top_k_through_the_cli(synthetic, cli, tmp_path):
+    root, stream, _ = synthetic
+    out = tmp_path / "run"
+    base = ("ngram-rank", "-t", root / "wordtok", "-d", root / "corpus", "--n", N_ORDER, "-o", out)
+    res = cli(*base, "--max-contexts", 20, "--top-k", 2)
+    assert res.code == 0, res.stderr
+    (rec,) = Store(out).records("ngram")
+    assert rec.key.endswith("|max_contexts=20:frequent|top_k=2")
+    # Independent: the 20 most frequent contexts' rows, dense SVD, top 2.
+    p, observed = empirical_matrix(stream)
+    nc = np.bincount(stream[:-2] * V + stream[1:-1], minlength=V * V)[observed]
+    top = np.sort(np.argsort(-nc, kind="stable")[:20])
+    ref = np.linalg.svd(p[top], compute_uv=False)
+    s = rec.load_arrays()["singular_values"]
+    np.testing.assert_allclose(s, ref[:2], rtol=1e-9)
+    assert rec.results["n_contexts"] == 20 and not rec.results["complete"]
+    assert rec.results["frobenius_norm"] == pytest.approx(np.linalg.norm(p[top]), rel=1e-12)
+    # W-error(2) uses the exact |P|_F; thresholds beyond the 2 computed values are unknown.
+    assert rec.load_arrays()["w_error"][2] == pytest.approx(np.sqrt((ref[2:] ** 2).sum()) / np.linalg.norm(ref), rel=1e-6)
+    assert rec.results["dims_for_w_error"]["0.01"] is None
+    assert "> 2" in res.stdout

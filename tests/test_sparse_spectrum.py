@@ -174,3 +174,20 @@ def test_small_top_k_on_a_large_block_uses_a_top_k_method(large_block):
     got = sparse_singular_values(large_block, top_k=10, device="cpu")  # 10 * 10 < 400 columns
     assert "lanczos" in got.method and got.accuracy["truncated_blocks"][0]["k"] == 10
     np.testing.assert_allclose(got.singular_values, ref[:10], rtol=1e-8)
+
+
+def test_cpu_threads_drop_to_one_only_on_a_busy_machine(monkeypatch):
+    import os
+
+    import torch
+
+    from lmsat.measure.sparse_spectrum import cpu_threads_for_load
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (10.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    with cpu_threads_for_load("cpu") as used:
+        assert used == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    with cpu_threads_for_load("cpu") as used:
+        assert used == before and torch.get_num_threads() == before

@@ -43,7 +43,10 @@ W-error, a sum of s_i^2, is unaffected.
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,6 +103,37 @@ def bipartite_blocks(matrix: sp.csr_matrix) -> tuple[int, np.ndarray, np.ndarray
     )
     n_blocks, labels = connected_components(adjacency, directed=False)
     return int(n_blocks), labels[:n_rows], labels[n_rows:]
+
+
+@contextmanager
+def cpu_threads_for_load(device: str) -> Iterator[int]:
+    """Run torch's CPU linear algebra on one thread while the machine is already busy.
+
+    When the 1-minute load average reaches the number of cores, OpenMP threads
+    that wait for busy cores make LAPACK several times slower than one thread
+    (measured on a 2-core machine at load 9: ``eigvalsh`` of a 1,500 x 1,500 matrix,
+    0.6 s on one thread, 7 s on two). Yields the number of threads used.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= (os.cpu_count() or 1)
+    use = 1 if device == "cpu" and busy else before
+    torch.set_num_threads(use)
+    limits = None
+    if use == 1 and busy:
+        try:  # numpy/scipy's BLAS too (scipy's Lanczos), when threadpoolctl is installed
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(limits=1)
+        except ImportError:
+            pass
+    try:
+        yield use
+    finally:
+        torch.set_num_threads(before)
+        if limits is not None:
+            limits.restore_original_limits()
 
 
 def default_max_dense(device: str) -> int:
@@ -354,88 +388,89 @@ def sparse_singular_values(
     coo = matrix.tocoo()
     block_sq = np.bincount(col_block[coo.col], weights=coo.data * coo.data, minlength=n_blocks)
 
-    values: list[np.ndarray] = []
-    trivial = np.nonzero(side == 1)[0]
-    values.append(block_sq[trivial])
-    small = np.nonzero((side >= 2) & (side <= SMALL_BLOCK))[0]
-    small_by_cols = small[n_cols_b[small] <= n_rows_b[small]]
-    small_by_rows = small[n_cols_b[small] > n_rows_b[small]]
-    values.append(_small_blocks_eigenvalues(matrix, col_block, small_by_cols, device))
-    values.append(_small_blocks_eigenvalues(matrix.T.tocsr(), row_block, small_by_rows, device))
+    with cpu_threads_for_load(device) as threads:
+        values: list[np.ndarray] = []
+        trivial = np.nonzero(side == 1)[0]
+        values.append(block_sq[trivial])
+        small = np.nonzero((side >= 2) & (side <= SMALL_BLOCK))[0]
+        small_by_cols = small[n_cols_b[small] <= n_rows_b[small]]
+        small_by_rows = small[n_cols_b[small] > n_rows_b[small]]
+        values.append(_small_blocks_eigenvalues(matrix, col_block, small_by_cols, device))
+        values.append(_small_blocks_eigenvalues(matrix.T.tocsr(), row_block, small_by_rows, device))
 
-    large = np.nonzero(side > SMALL_BLOCK)[0]
-    dense_done: list[int] = []
-    truncated: list[dict[str, Any]] = []
-    cutoff = 0.0
-    most_negative = 0.0
-    for b in large[np.argsort(-side[large])]:
-        sub = block_submatrix(matrix, row_block, col_block, int(b))
-        size = sub.shape[1]
-        # With a small --top-k, a top-k method beats diagonalising a large block in full.
-        few = top_k is not None and top_k * 10 < size
-        use_dense = method == "dense" or (method == "auto" and size <= max_dense and not few)
-        if use_dense:
-            gram = gram_dense(sub)
-            ev, lowest = _dense_block(gram, device)
-            del gram
-            most_negative = min(most_negative, lowest)
+        large = np.nonzero(side > SMALL_BLOCK)[0]
+        dense_done: list[int] = []
+        truncated: list[dict[str, Any]] = []
+        cutoff = 0.0
+        most_negative = 0.0
+        for b in large[np.argsort(-side[large])]:
+            sub = block_submatrix(matrix, row_block, col_block, int(b))
+            size = sub.shape[1]
+            # With a small --top-k, a top-k method beats diagonalising a large block in full.
+            few = top_k is not None and top_k * 10 < size
+            use_dense = method == "dense" or (method == "auto" and size <= max_dense and not few)
+            if use_dense:
+                gram = gram_dense(sub)
+                ev, lowest = _dense_block(gram, device)
+                del gram
+                most_negative = min(most_negative, lowest)
+                values.append(ev)
+                dense_done.append(size)
+                continue
+            k = min(top_k or truncated_k, size)
+            if k >= size - 1:
+                ev, lowest = _dense_block(gram_dense(sub), device)
+                most_negative = min(most_negative, lowest)
+                values.append(ev)
+                dense_done.append(size)
+                continue
+            name = method if method in ("subspace", "lanczos") else ("subspace" if device.startswith("cuda") else "lanczos")
+            if name == "lanczos":
+                ev, info = lanczos_top_eigenvalues(sub, k, seed=seed)
+            else:
+                ev, info = subspace_top_eigenvalues(sub, k, device=device, seed=seed, max_iters=200 if device.startswith("cuda") else 60)
             values.append(ev)
-            dense_done.append(size)
-            continue
-        k = min(top_k or truncated_k, size)
-        if k >= size - 1:
-            ev, lowest = _dense_block(gram_dense(sub), device)
-            most_negative = min(most_negative, lowest)
-            values.append(ev)
-            dense_done.append(size)
-            continue
-        name = method if method in ("subspace", "lanczos") else ("subspace" if device.startswith("cuda") else "lanczos")
-        if name == "lanczos":
-            ev, info = lanczos_top_eigenvalues(sub, k, seed=seed)
-        else:
-            ev, info = subspace_top_eigenvalues(sub, k, device=device, seed=seed, max_iters=200 if device.startswith("cuda") else 60)
-        values.append(ev)
-        truncated.append({"size": size, "k": k, "method": name, **info})
-        cutoff = max(cutoff, float(ev[-1]))
+            truncated.append({"size": size, "k": k, "method": name, **info})
+            cutoff = max(cutoff, float(ev[-1]))
 
-    eig = np.concatenate(values)
-    eig = np.sort(eig[eig > 0])[::-1]
-    complete = not truncated
-    if not complete:
-        # Below the smallest value of a truncated block, other values of that block are unknown.
-        eig = eig[eig >= cutoff]
-    if top_k is not None and len(eig) > top_k:
-        eig = eig[:top_k]
-        complete = False
-    s = np.sqrt(eig)
+        eig = np.concatenate(values)
+        eig = np.sort(eig[eig > 0])[::-1]
+        complete = not truncated
+        if not complete:
+            # Below the smallest value of a truncated block, other values of that block are unknown.
+            eig = eig[eig >= cutoff]
+        if top_k is not None and len(eig) > top_k:
+            eig = eig[:top_k]
+            complete = False
+        s = np.sqrt(eig)
 
-    accuracy: dict[str, Any] = {}
-    if not truncated and top_k is None:
-        accuracy["trace_relative_error"] = abs(float(np.sum(eig)) - fro * fro) / (fro * fro)
-    accuracy["most_negative_eigenvalue_relative"] = most_negative
-    if truncated:
-        accuracy["truncated_blocks"] = truncated
-        accuracy["max_residual_relative"] = max(t["max_residual_relative"] for t in truncated)
-        accuracy["w_error_squared_bound"] = sum(t["residual_sum"] for t in truncated) / (fro * fro)
-    parts = []
-    if len(trivial) or len(small):
-        parts.append("blocks")
-    if dense_done:
-        parts.append("gram-dense")
-    if truncated:
-        parts.append(truncated[0]["method"])
-    return SparseSpectrum(
-        singular_values=s,
-        frobenius_norm=fro,
-        method="+".join(parts) if parts else "blocks",
-        complete=complete,
-        accuracy=accuracy,
-        blocks={
-            "n_blocks": n_blocks,
-            "trivial_blocks": int(len(trivial)),
-            "small_blocks": int(len(small)),
-            "large_blocks": [int(x) for x in sorted(side[large], reverse=True)],
-            "dense_block_sizes": dense_done,
-        },
-        device=device,
-    )
+        accuracy: dict[str, Any] = {}
+        if not truncated and top_k is None:
+            accuracy["trace_relative_error"] = abs(float(np.sum(eig)) - fro * fro) / (fro * fro)
+        accuracy["most_negative_eigenvalue_relative"] = most_negative
+        if truncated:
+            accuracy["truncated_blocks"] = truncated
+            accuracy["max_residual_relative"] = max(t["max_residual_relative"] for t in truncated)
+            accuracy["w_error_squared_bound"] = sum(t["residual_sum"] for t in truncated) / (fro * fro)
+        parts = []
+        if len(trivial) or len(small):
+            parts.append("blocks")
+        if dense_done:
+            parts.append("gram-dense")
+        if truncated:
+            parts.append(truncated[0]["method"])
+        return SparseSpectrum(
+            singular_values=s,
+            frobenius_norm=fro,
+            method="+".join(parts) if parts else "blocks",
+            complete=complete,
+            accuracy=accuracy,
+            blocks={
+                "n_blocks": n_blocks,
+                "trivial_blocks": int(len(trivial)),
+                "small_blocks": int(len(small)),
+                "large_blocks": [int(x) for x in sorted(side[large], reverse=True)],
+                "dense_block_sizes": dense_done,
+            },
+            device=device if device != "cpu" else f"cpu ({threads} thread{'s' if threads > 1 else ''})",
+        )
