@@ -96,3 +96,30 @@ def test_other_settings_in_the_same_folder_are_refused(demo_run, cli, tmp_path):
     r = cli("demo", "--quick", "-o", tmp_path / "x")
     assert r.code == 2 and "not empty" in r.stderr
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["notes.txt"]
+
+
+def test_demo_report_opens_cleanly_in_chromium(demo_run):
+    """The demo's own report (every section from real records) in Debian's headless chromium."""
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, ensure_browser
+
+    ensure_browser()
+    from playwright.sync_api import sync_playwright
+
+    out, _, _ = demo_run
+    report = out / "report.html"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: problems.append(r.url) if not r.url.startswith(("data:", report.as_uri())) else None)
+        page.goto(report.as_uri(), wait_until="load")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        sizes = page.evaluate("Array.from(document.images).map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
+        sections = page.evaluate("Array.from(document.querySelectorAll('section h2')).map(h => h.innerText)")
+        browser.close()
+    assert problems == []
+    assert len(sizes) >= 12 and all(w > 0 and h > 0 for _, w, h in sizes), sizes
+    for title in ("Diagnosis", "Ground truth", "Data dimension", "Anisotropy by layer", "Checkpoint sweep", "Rank-constrained heads"):
+        assert any(s.startswith(title) for s in sections), (title, sections)

@@ -72,9 +72,16 @@ def write_test_data(run_dir: Path) -> dict[str, object]:
     return {"steps": steps, "losses": losses}
 
 
+# test_browser.py imports these session fixtures; pytest then holds one definition per module, so
+# the first one built is kept here and the other returns it instead of measuring again.
+_BUILT: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def report_runs(tmp_path_factory, smollm2_hf, tiny_neox, brown_dir):
-    """Two run directories: real measurements (SmolLM2 + tiny NeoX on Brown) and test-data records."""
+    """Run directories: real measurements (SmolLM2 + tiny NeoX on Brown), test-data records, a language."""
+    if "runs" in _BUILT:
+        return _BUILT["runs"]
     from lmsat.cli import main
 
     real = tmp_path_factory.mktemp("real_run")
@@ -86,7 +93,8 @@ def report_runs(tmp_path_factory, smollm2_hf, tiny_neox, brown_dir):
             assert exc.code in (0, None), f"lmsat {args[0]} failed"
     extra = tmp_path_factory.mktemp("extra_run")
     write_test_data(extra)
-    return real, extra, extra / "lang"
+    _BUILT["runs"] = (real, extra, extra / "lang")
+    return _BUILT["runs"]
 
 
 class Tables(HTMLParser):
@@ -144,6 +152,8 @@ def raw_records(run: Path, kind: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def html_report(report_runs, tmp_path_factory):
+    if "html" in _BUILT:
+        return _BUILT["html"]
     from lmsat.cli import main
 
     out = tmp_path_factory.mktemp("report") / "report.html"
@@ -151,6 +161,7 @@ def html_report(report_runs, tmp_path_factory):
         main(["report", *map(str, report_runs), "-o", str(out)])
     except SystemExit as exc:
         assert exc.code in (0, None)
+    _BUILT["html"] = out
     return out
 
 
