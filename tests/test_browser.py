@@ -12,7 +12,6 @@ fails with its output if that does not work. It never skips silently.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -8,7 +8,6 @@ the report's summary table is parsed from its HTML.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -21,12 +21,12 @@ Findings, in the study's terms (SPEC sections 2.1-2.8):
   ones near 0.
 * **last-layer anisotropy**: mean cosine similarity of the last hidden states.
 * **saturation** (if a sweep exists): best step, relative rise of the final
-  loss over the best, the step where the head spectrum collapses (largest rise
-  of singular entropy between consecutive checkpoints) and where last-layer
-  anisotropy jumps (largest rise between consecutive checkpoints).
+  loss over the best, the step where the head spectrum collapses and where
+  last-layer anisotropy jumps, with the definitions of ``lmsat saturation``
+  (:mod:`lmsat.experiments.saturation`; its record when there is one).
 * **rank probe**: loss of a rank-r head on the frozen model at r = d (or the
-  largest probed r <= d) against the full-rank head, and the smallest probed
-  rank within :data:`PROBE_TOLERANCE` of full rank.
+  largest probed r <= d) against the full-rank trained head (else the model's
+  own head), and the smallest probed rank within :data:`PROBE_TOLERANCE` of it.
 
 Thresholds are stated as constants below; they are this tool's reading of the
 study's figures, not values the study defines.
@@ -51,7 +51,7 @@ SPREAD_ENTROPY_RATIO = 0.2
 # Last-layer anisotropy above which representations are called degenerate (Pythia <= 160M: ~0.99).
 HIGH_ANISOTROPY = 0.9
 LOW_ANISOTROPY = 0.3
-# Relative loss rise (final / best - 1) above which a model is called saturated.
+# Relative loss rise (final / best - 1) above which a model is called saturated (as lmsat saturation's default).
 SATURATION_RISE = 0.01
 # A rank-r probe within this many nats of the full-rank probe is "as good as full rank".
 PROBE_TOLERANCE = 0.05
