@@ -55,6 +55,7 @@ def test_corpus_shorter_than_one_ngram(cli, tmp_path, gpt2_bpe):
         (("--top-k", 0), "--top-k"),
         (("--max-tokens", 3), "--max-tokens must be at least --n"),
         (("--method", "qr"), "--method must be one of"),
+        (("--shard-tokens", 3), "--shard-tokens must be at least --n"),
         (("--device", "tpu"), "--device must be one of"),
     ],
 )

@@ -169,3 +169,16 @@ def test_max_contexts_and_top_k_through_the_cli(synthetic, cli, tmp_path):
     assert rec.load_arrays()["w_error"][2] == pytest.approx(np.sqrt((ref[2:] ** 2).sum()) / np.linalg.norm(ref), rel=1e-6)
     assert rec.results["dims_for_w_error"]["0.01"] is None
     assert "> 2" in res.stdout
+
+
+def test_counting_in_small_shards_gives_the_same_counts(synthetic, cli, tmp_path):
+    root, _, _ = synthetic
+    base = ("ngram-rank", "-t", root / "wordtok", "-d", root / "corpus", "--n", N_ORDER, "--top-k", 3)
+    assert cli(*base, "-o", tmp_path / "one").code == 0
+    assert cli(*base, "--shard-tokens", 997, "-o", tmp_path / "many").code == 0  # 121 shards, merged
+    (one,) = Store(tmp_path / "one").records("ngram_counts")
+    (many,) = Store(tmp_path / "many").records("ngram_counts")
+    a, b = one.load_arrays(), many.load_arrays()
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])

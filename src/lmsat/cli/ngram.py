@@ -67,6 +67,14 @@ def ngram_rank(
             "(default: 20000 on CPU, ~3.2 GB and a few minutes; on a GPU the largest that fits in free memory).",
         ),
     ] = None,
+    shard_tokens: Annotated[
+        int,
+        typer.Option(
+            "--shard-tokens",
+            help="Tokens counted at once (memory ~90 bytes/token); longer corpora are counted in shards and merged, "
+            "spilling to disk past 60M distinct n-grams.",
+        ),
+    ] = 50_000_000,
     tokenizer_revision: Annotated[Optional[str], typer.Option("--tokenizer-revision", help="Hub revision of the tokenizer.")] = None,
     gguf_file: Annotated[
         Optional[str], typer.Option("--gguf-file", help="Name of a .gguf file inside the --tokenizer folder to take the vocabulary from.")
@@ -111,6 +119,7 @@ def ngram_rank(
         max_tokens=max_tokens,
         method=method,
         max_dense=max_dense,
+        shard_tokens=shard_tokens,
     )
     settings.validate()
     resolved_device = resolve_device(device)

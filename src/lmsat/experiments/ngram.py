@@ -32,6 +32,7 @@ from lmsat.loading.corpus import CorpusSpec, check_corpus, iter_documents
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.measure.ngram import (
     CONTEXT_SELECTIONS,
+    DEFAULT_SHARD_TOKENS,
     ROW_WEIGHTS,
     NGramCounter,
     NGramCounts,
@@ -65,7 +66,7 @@ class NGramSettings:
     max_tokens: int | None = None
     method: str = "auto"
     max_dense: int | None = None
-    shard_tokens: int = 20_000_000
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
 
     def validate(self) -> None:
         """Raise :class:`UserError` for any option a user can get wrong."""
