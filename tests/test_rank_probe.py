@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -58,6 +59,8 @@ def known_rank(tmp_path_factory):
     store = Store(root / "run")
     recs = {r: probe_rank(store, cache, "synthetic", r, settings, {"model_key": "synthetic"}, "cpu") for r in (2, 4, 8)}
     recs["full"] = probe_rank(store, cache, "synthetic", None, settings, {"model_key": "synthetic"}, "cpu")
+    plain = replace(settings, full_rank_head="plain")
+    recs["full-plain"] = probe_rank(store, cache, "synthetic", None, plain, {"model_key": "synthetic"}, "cpu")
     return recs, float(data["eval"][2].mean()), store, cache.train.n_rows
 
 
@@ -66,11 +69,13 @@ def test_probe_at_rank_of_the_data_reaches_its_exact_entropy(known_rank):
 
     A well-specified maximum-likelihood fit of k parameters on n tokens has an
     expected excess log-loss of about k / (2 n) (41k tokens: 0.007 nats for r = 4,
-    0.035 for the 2880-parameter full-rank head); we allow twice that, plus 0.02
+    0.035 for the 2880-parameter plain full-rank head W); we allow twice that, plus 0.02
     for the sampling noise of the 10k held-out targets (std ~0.01).
     """
     recs, entropy, _, n_train = known_rank
-    for r in (4, 8, "full"):
+    assert recs["full"].results["parametrization"] == "A B" and recs["full"].results["rank"] == 24
+    assert recs["full-plain"].results["parametrization"] == "W" and recs["full-plain"].key.startswith("synthetic|full-plain|")
+    for r in (4, 8, "full", "full-plain"):
         loss = recs[r].results["loss"]
         k = recs[r].results["n_parameters"]
         assert entropy - 0.02 < loss < entropy + 0.02 + k / n_train, (r, loss, entropy, k / n_train)
@@ -185,6 +190,7 @@ def test_ranks_must_be_integers(text):
         ({"steps": 0}, "--steps"),
         ({"feature_dtype": "int8"}, "--feature-dtype"),
         ({"search_steps": 0}, "--search-steps"),
+        ({"full_rank_head": "dense"}, "--full-rank-head"),
     ],
 )
 def test_bad_settings_are_user_errors(changes, match):

@@ -51,6 +51,9 @@ def rank_probe(
     warmup: Annotated[float, typer.Option("--warmup", help="Fraction of steps of linear warm-up before the cosine decay.")] = 0.05,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW decoupled weight decay.")] = 0.01,
     full_rank: Annotated[bool, typer.Option("--full-rank/--no-full-rank", help="Also train the unconstrained (rank min(V, d)) reference head.")] = True,
+    full_rank_head: Annotated[
+        str, typer.Option("--full-rank-head", help="Reference head: factorized (A B with r = min(V, d), the probes' own form) or plain (one V x d matrix W).")
+    ] = "factorized",
     feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype of the cached representations: float16 or float32.")] = "float16",
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens per logits chunk (memory = chunk x V floats); 0 = about 64 MB of logits on CPU, 512 MB on CUDA.")] = 0,
     seq_len: SeqLen = 128,
@@ -113,6 +116,7 @@ def rank_probe(
         forward_batch=batch_size,
         chunk_tokens=chunk_tokens,
         full_rank=full_rank,
+        full_rank_head=full_rank_head,
     )
     rank_list = parse_ranks(ranks) if ranks is not None else None
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
@@ -130,7 +134,7 @@ def rank_probe(
     shown = pd.DataFrame(
         {
             "model": [model_label({"model": m, "revision": r, "gguf_file": g}) for m, r, g in zip(table["model"], table["revision"], table["gguf_file"])],
-            "head": table["head"].map({"low-rank": "A B", "full-rank": "full", "own": "own"}),
+            "head": [{"low-rank": "A B", "own": "own"}.get(h, f"full {p}") for h, p in zip(table["head"], table["parametrization"])],
             "r": pd.Series([int(v) for v in table["rank"]], dtype=object),
             "lr": table["lr"],
             "loss": table["loss"],

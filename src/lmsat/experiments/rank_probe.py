@@ -80,6 +80,7 @@ KIND = "rank_probe"
 REF_KIND = "rank_probe_ref"
 FEATURES_FORMAT = "lmsat.features/1"
 FEATURE_DTYPES = ("float16", "float32")
+FULL_RANK_HEADS = ("factorized", "plain")
 DEFAULT_LR_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
 STUDY_LR_RANGE = (1e-3, 5e-2)
 # Logit elements per chunk when --chunk-tokens is 0: 64 MB of float32 logits on CPU, 512 MB on CUDA;
@@ -121,6 +122,7 @@ class ProbeSettings:
     forward_batch: int = 8
     chunk_tokens: int = 0
     full_rank: bool = True
+    full_rank_head: str = "factorized"
 
     @property
     def n_train_seqs(self) -> int:
@@ -170,6 +172,8 @@ class ProbeSettings:
             raise UserError(f"--feature-dtype must be one of {', '.join(FEATURE_DTYPES)} (got '{self.feature_dtype}').")
         if self.forward_batch < 1:
             raise UserError(f"--batch-size must be >= 1 (got {self.forward_batch}).")
+        if self.full_rank_head not in FULL_RANK_HEADS:
+            raise UserError(f"--full-rank-head must be one of {', '.join(FULL_RANK_HEADS)} (got '{self.full_rank_head}').")
         if self.chunk_tokens < 0:
             raise UserError(f"--chunk-tokens must be >= 0 (0 = automatic; got {self.chunk_tokens}).")
 
@@ -179,7 +183,7 @@ class ProbeSettings:
     def results_hash(self) -> str:
         """Fingerprint of every setting that changes results (not batch sizes of the forward or of chunks)."""
         d = self.describe()
-        for k in ("forward_batch", "chunk_tokens", "full_rank"):
+        for k in ("forward_batch", "chunk_tokens", "full_rank", "full_rank_head"):  # the last two: own record keys
             d.pop(k)
         return fingerprint(d)
 
@@ -670,19 +674,25 @@ def probe_rank(
 ) -> Record:
     """Learning-rate search then full-budget training of one head; every finished run is a record.
 
-    ``rank=None`` trains the full-rank reference head (kind ``rank_probe_ref``).
-    Runs whose record exists are read back, not repeated.
+    ``rank=None`` trains the full-rank reference head (kind ``rank_probe_ref``): with
+    ``settings.full_rank_head == "factorized"`` the probe's own W = A B at
+    r = min(V, d) (key ``<model>|full|...``), with "plain" a single V x d matrix
+    (key ``<model>|full-plain|...``). Runs whose record exists are read back, not repeated.
     """
     kind = KIND if rank is not None else REF_KIND
     head_kind = "low-rank" if rank is not None else "full-rank"
-    rank_label = f"r={rank}" if rank is not None else "full"
+    plain = rank is None and settings.full_rank_head == "plain"
+    rank_label = f"r={rank}" if rank is not None else ("full-plain" if plain else "full")
     V, d = cache.vocab_size, cache.hidden_size
     true_rank = rank if rank is not None else min(V, d)
+    parametrization = "W" if plain else "A B"
     head_seed = int(fingerprint([settings.seed, head_kind, true_rank])[:8], 16)
-    base_inputs = {**inputs, "head": head_kind, "rank": true_rank, "features": cache.hash}
+    base_inputs = {**inputs, "head": head_kind, "rank": true_rank, "parametrization": parametrization, "features": cache.hash}
 
     def new_head() -> ProbeHead:
-        return make_head(head_kind, V, d, rank, cache.feature_rms, seed=head_seed)
+        if plain:
+            return make_head("full-rank", V, d, None, cache.feature_rms, seed=head_seed)
+        return make_head("low-rank", V, d, true_rank, cache.feature_rms, seed=head_seed)
 
     all_train = np.arange(cache.train.n_seqs)
     search: dict[str, float | None] = {}
@@ -733,6 +743,7 @@ def probe_rank(
     results = {
         "stage": "final",
         "head": head_kind,
+        "parametrization": parametrization,
         "rank": true_rank,
         "lr": best_lr,
         "loss": ev["loss"],
@@ -953,7 +964,7 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
     """One row per model and head (final runs and references), read from the records.
 
     Columns: model (record key of the model), revision, gguf_file, head (low-rank / full-rank / own),
-    rank, lr, loss (nats/token), loss_se (its standard error over the held-out tokens), perplexity,
+    parametrization ("A B" or "W"), rank, lr, loss (nats/token), loss_se (its standard error over the held-out tokens), perplexity,
     accuracy, w_error (of the model's own head at that rank), tokens_seen, eval_tokens, settings_hash.
     """
     rows = []
@@ -966,6 +977,7 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
                     "revision": rec.inputs.get("revision"),
                     "gguf_file": rec.inputs.get("gguf_file"),
                     "head": res.get("head"),
+                    "parametrization": res.get("parametrization", "W" if res.get("head") == "own" else None),
                     "rank": res.get("rank"),
                     "lr": res.get("lr"),
                     "loss": res.get("loss"),
@@ -985,4 +997,4 @@ def rank_probe_table(store: Store) -> pd.DataFrame:
         frame[col] = frame[col].astype("Int64")
     order = {"low-rank": 0, "full-rank": 1, "own": 2}
     frame["_o"] = frame["head"].map(order)
-    return frame.sort_values(["model", "_o", "rank"]).drop(columns="_o").reset_index(drop=True)
+    return frame.sort_values(["model", "_o", "rank", "parametrization"]).drop(columns="_o").reset_index(drop=True)

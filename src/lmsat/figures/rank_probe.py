@@ -20,8 +20,9 @@ from lmsat.store import Record
 
 
 def _by_model(records: list[Record]) -> dict[str, dict[str, Any]]:
-    """{model key: {"label", "probes": [(rank, results)], "full": results, "own": results, "search": [results]}}."""
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"probes": [], "full": None, "own": None, "search": []})
+    """{model key: {"label", "probes": [(rank, results)], "full": results (A B at r = min(V, d)),
+    "full_plain": results (one matrix W), "own": results, "search": [(rank, results)]}}."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"probes": [], "full": None, "full_plain": None, "own": None, "search": []})
     for rec in records:
         key = rec.inputs.get("model_key", rec.key.split("|")[0])
         entry = out[key]
@@ -30,7 +31,7 @@ def _by_model(records: list[Record]) -> dict[str, dict[str, Any]]:
         if res.get("head") == "own":
             entry["own"] = res
         elif res.get("stage") == "final" and rec.inputs.get("head") == "full-rank":
-            entry["full"] = res
+            entry["full_plain" if res.get("parametrization") == "W" else "full"] = res
         elif res.get("stage") == "final":
             entry["probes"].append((int(rec.inputs["rank"]), res))
         elif res.get("stage") == "search" and rec.inputs.get("head") == "low-rank":
@@ -50,10 +51,11 @@ def plot_loss_vs_rank(records: list[Record], path: str | Path) -> Path:
         ranks = [r for r, _ in probes]
         ax_loss.plot(ranks, [res["loss"] for _, res in probes], "o-", color=color, label=f"{entry['label']} (A B, rank r)")
         ax_acc.plot(ranks, [res["accuracy"] for _, res in probes], "o-", color=color, label=f"{entry['label']} (A B, rank r)")
-        full = entry["full"]
-        if full and full.get("loss") is not None:
-            ax_loss.plot([full["rank"]], [full["loss"]], "s", ms=8, color=color, mfc="none", label="trained full-rank head")
-            ax_acc.plot([full["rank"]], [full["accuracy"]], "s", ms=8, color=color, mfc="none", label="trained full-rank head")
+        for name, marker, text in (("full", "s", "trained full-rank head (A B)"), ("full_plain", "D", "trained full-rank head (W)")):
+            full = entry[name]
+            if full and full.get("loss") is not None:
+                ax_loss.plot([full["rank"]], [full["loss"]], marker, ms=8, color=color, mfc="none", label=text)
+                ax_acc.plot([full["rank"]], [full["accuracy"]], marker, ms=8, color=color, mfc="none", label=text)
         own = entry["own"]
         if own:
             ax_loss.axhline(own["loss"], ls="--", color=color, lw=1, label="model's own head")
@@ -98,8 +100,9 @@ def plot_learning_rates(records: list[Record], path: str | Path) -> Path:
     models = _by_model(records)
     for i, entry in enumerate(models.values()):
         ax_lr.plot([r for r, _ in entry["probes"]], [res["lr"] for _, res in entry["probes"]], "o-", color=f"C{i}", label=entry["label"])
-        if entry["full"]:
-            ax_lr.plot([entry["full"]["rank"]], [entry["full"]["lr"]], "s", ms=8, mfc="none", color=f"C{i}", label="trained full-rank head")
+        for name, marker, text in (("full", "s", "trained full-rank head (A B)"), ("full_plain", "D", "trained full-rank head (W)")):
+            if entry[name]:
+                ax_lr.plot([entry[name]["rank"]], [entry[name]["lr"]], marker, ms=8, mfc="none", color=f"C{i}", label=text)
     first = next(iter(models.values()), None)
     if first:
         by_rank: dict[int, list[tuple[float, float]]] = defaultdict(list)
