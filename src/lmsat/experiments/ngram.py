@@ -40,6 +40,7 @@ from lmsat.measure.ngram import (
 )
 from lmsat.measure.sparse_spectrum import METHODS, sparse_singular_values
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
+from lmsat import progress
 from lmsat.progress import track
 from lmsat.store import Record, Store, fingerprint, slugify
 
@@ -318,6 +319,12 @@ def run_ngram(
             f"no context occurs at least --min-count {settings.min_count} times (the most frequent occurs "
             f"{int(counts.context_counts().max())} times); lower --min-count."
         )
+    n_tokens, n_contexts_observed = counts.n_tokens, counts.n_contexts
+    del counts  # the count table is stored; free it before the spectrum's own memory peak
+    if progress.enabled():
+        progress.console.print(
+            f"spectrum of P: {p.shape[0]:,} contexts x {p.shape[1]:,} observed tokens, {p.matrix.nnz:,} non-zeros ...", highlight=False
+        )
     spectrum = sparse_singular_values(
         p.matrix, top_k=settings.top_k, method=settings.method, device=device, max_dense=settings.max_dense, seed=settings.seed  # type: ignore[arg-type]
     )
@@ -326,9 +333,9 @@ def run_ngram(
     curve = w_error_curve(s, spectrum.frobenius_norm)
     dims = {str(t): dimension_for_w_error(s, t, spectrum.frobenius_norm) for t in THRESHOLDS}
     results = {
-        "n_tokens": counts.n_tokens,
+        "n_tokens": n_tokens,
         "n_documents": counts_rec.results.get("n_documents"),
-        "n_contexts_observed": counts.n_contexts,
+        "n_contexts_observed": n_contexts_observed,
         "n_contexts": p.shape[0],
         "n_ngrams": p.n_ngrams_kept,
         "n_ngram_occurrences": p.n_occurrences_kept,

@@ -15,10 +15,12 @@ Counting is vectorised and sort-based, with no Python loop per token: each
 window's tokens are packed into one integer key (mixed radix in base V, as many
 tokens per 64-bit word as fit; when V^(n-1) overflows 64 bits, the packed prefix
 is replaced by its rank among the distinct prefixes, which keeps the
-lexicographic order exactly: no hashing, no collisions), then ``np.unique``
-counts the keys. Streams larger than memory are counted in shards (with n-1
-tokens of overlap so no window is lost or counted twice) and the shard tables
-are merged, in memory or spilled to disk in buckets of contexts.
+lexicographic order exactly: no hashing, no collisions); sorting the keys
+(``np.argsort`` of the contexts, then ``np.sort`` of (context rank, next token))
+groups equal n-grams, and the group sizes are the counts. Streams larger than
+memory are counted in shards (with n-1 tokens of overlap so no window is lost
+or counted twice) and the shard tables are merged, in memory or spilled to disk
+in buckets of contexts.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ROW_WEIGHTS: tuple[str, ...] = ("uniform", "frequency")
 ContextSelection = Literal["frequent", "random"]
 CONTEXT_SELECTIONS: tuple[str, ...] = ("frequent", "random")
 _U64_MAX = (1 << 64) - 1
+_LOOKUP_MAX_VOCAB = 1 << 24
 DEFAULT_SHARD_TOKENS = 50_000_000  # counting peaks near 90 bytes per token: ~4.5 GB per shard
 
 
@@ -500,7 +503,14 @@ def next_token_matrix(
     keep = select_contexts(all_counts, min_count, max_contexts, selection, seed)
     kept = _select_contexts(counts, keep) if len(keep) < counts.n_contexts else counts
     ctx_counts = all_counts[keep].astype(np.float64)
-    columns, col_index = np.unique(kept.next_token, return_inverse=True)
+    if counts.vocab_size <= _LOOKUP_MAX_VOCAB:  # a table over the vocabulary: linear, no sort
+        present = np.zeros(counts.vocab_size, dtype=bool)
+        present[kept.next_token] = True
+        columns = np.flatnonzero(present)
+        col_index = (np.cumsum(present) - 1)[kept.next_token]
+        del present
+    else:
+        columns, col_index = np.unique(kept.next_token, return_inverse=True)
     lengths = np.diff(kept.indptr)
     row_scale = 1.0 / ctx_counts
     if row_weight == "frequency":

@@ -96,11 +96,15 @@ def bipartite_blocks(matrix: sp.csr_matrix) -> tuple[int, np.ndarray, np.ndarray
     Returns (number of blocks, block of each row (C,), block of each column (V,)).
     A column with no non-zero forms a block of its own.
     """
-    coo = matrix.tocoo()
+    matrix = matrix.tocsr()
     n_rows, n_cols = matrix.shape
-    adjacency = sp.csr_matrix(
-        (np.ones(coo.nnz, dtype=np.int8), (coo.row, n_rows + coo.col)), shape=(n_rows + n_cols, n_rows + n_cols)
-    )
+    size = n_rows + n_cols
+    index_dtype = np.int32 if size < 2**31 else np.int64
+    # Row c of the graph links to node n_rows + w for each non-zero P[c, w]; column nodes have no own links
+    # (the graph is taken as undirected), so P's own index arrays serve without a COO copy.
+    indptr = np.concatenate([matrix.indptr, np.full(n_cols, matrix.indptr[-1])]).astype(index_dtype)
+    indices = (matrix.indices + n_rows).astype(index_dtype)
+    adjacency = sp.csr_matrix((np.ones(matrix.nnz, dtype=np.int8), indices, indptr), shape=(size, size))
     n_blocks, labels = connected_components(adjacency, directed=False)
     return int(n_blocks), labels[:n_rows], labels[n_rows:]
 
@@ -343,8 +347,11 @@ def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, s
 def block_submatrix(matrix: sp.csr_matrix, row_block: np.ndarray, col_block: np.ndarray, b: int) -> sp.csr_matrix:
     """Block ``b`` of P (labels from :func:`bipartite_blocks`), transposed if it has more columns than rows."""
     rows = np.nonzero(row_block == b)[0]
-    cols = np.nonzero(col_block == b)[0]
-    sub = matrix[rows][:, cols].tocsr()
+    in_block = col_block == b
+    position = np.cumsum(in_block) - 1
+    # Every non-zero of the block's rows lies in the block's columns: take the rows, renumber the columns.
+    sub = matrix if len(rows) == matrix.shape[0] else matrix[rows]
+    sub = sp.csr_matrix((sub.data, position[sub.indices].astype(sub.indices.dtype), sub.indptr), shape=(len(rows), int(in_block.sum())))
     # The Gram of the smaller side has the same non-zero eigenvalues.
     return sub if sub.shape[1] <= sub.shape[0] else sub.T.tocsr()
 
@@ -385,8 +392,7 @@ def sparse_singular_values(
     n_rows_b = np.bincount(row_block, minlength=n_blocks)
     n_cols_b = np.bincount(col_block, minlength=n_blocks)
     side = np.minimum(n_rows_b, n_cols_b)
-    coo = matrix.tocoo()
-    block_sq = np.bincount(col_block[coo.col], weights=coo.data * coo.data, minlength=n_blocks)
+    block_sq = np.bincount(col_block[matrix.indices], weights=matrix.data * matrix.data, minlength=n_blocks)
 
     with cpu_threads_for_load(device) as threads:
         values: list[np.ndarray] = []
