@@ -112,7 +112,10 @@ def plot_learning_rates(records: list[Record], path: str | Path) -> Path:
         for j, r in enumerate(sorted(by_rank)):
             pts = sorted(by_rank[r])
             ax_search.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{j}", label=f"r={r}")
-        ax_search.set_title(f"Learning-rate search ({first['label']})")
+        values = [v for pts in by_rank.values() for _, v in pts]
+        if values and max(values) > min(values) + 4:  # rates that blew up would flatten the rest
+            ax_search.set_ylim(min(values) - 0.2, min(values) + 4)
+        ax_search.set_title(f"Learning-rate search ({first['label']}; off-axis = diverging)")
     ax_lr.set_xscale("log", base=2)
     ax_lr.set_yscale("log")
     ax_lr.set_xlabel("rank r")
