@@ -4,7 +4,7 @@
    process; then, on synthetic features of SmolLM2's shape (d = 576,
    V = 49152), lmsat's ``train_head`` runs a few AdamW steps per rank. A
    rank-r step needs 6 r V + 4 r d FLOPs per token (forward h B^T and (h B^T) A^T,
-   backward dA, dB and d(h B^T)); the full-rank head 4 V d (forward and dW).
+   backward dA, dB and d(h B^T)); a plain full-rank matrix W needs 4 V d (forward and dW).
    Printed: tokens/s, the GFLOP/s those FLOPs amount to, and their ratio to the
    matmul baseline (1.0 = the probe runs at matmul speed; the softmax over V and
    the optimizer are extra work that the ratio charges to the probe).
@@ -70,7 +70,7 @@ def speed(device: str, steps: int, batch_tokens: int) -> list[dict]:
     split = synthetic_split(16, D, V_SMOLLM2)
     settings = ProbeSettings(seq_len=SEQ, batch_tokens=batch_tokens, steps=steps)
     out = []
-    for rank in (8, 32, 128, 512, None):
+    for rank in (8, 32, 128, 512, D, None):  # None: the plain full-rank matrix W
         base = matmul_gflops(device)  # measured next to each rank: the machine is shared
         head = make_head("low-rank" if rank else "full-rank", V_SMOLLM2, D, rank, 1.0, seed=0)
         train_head(head, split, np.arange(split.n_seqs), 1, 1e-2, settings, device)  # warm-up
@@ -78,7 +78,7 @@ def speed(device: str, steps: int, batch_tokens: int) -> list[dict]:
         res = train_head(head, split, np.arange(split.n_seqs), steps, 1e-2, settings, device)
         tok_s = res.tokens_seen / res.seconds
         achieved = tok_s * flops_per_token(rank, V_SMOLLM2, D) / 1e9
-        out.append({"rank": rank or D, "head": "A B" if rank else "full", "tokens_per_s": tok_s,
+        out.append({"rank": rank or D, "head": "A B" if rank else "W", "tokens_per_s": tok_s,
                     "probe_gflops": achieved, "matmul_gflops": base, "ratio": achieved / base})
     return out
 
