@@ -49,8 +49,26 @@ def _synthetic_cache(folder, V, d, R, n_train, n_eval, rows, seed=0, dtype="floa
     return cache, data, M
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: a second torch thread only adds synchronisation (60x slower on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def known_rank(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_thread
+    try:
+        return _known_rank(tmp_path_factory)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _known_rank(tmp_path_factory):
     root = tmp_path_factory.mktemp("known_rank")
     V, d, R = 120, 24, 4
     cache, data, M = _synthetic_cache(root / "features", V, d, R, n_train=640, n_eval=160, rows=64)
@@ -119,7 +137,7 @@ def test_train_and_heldout_windows_partition_the_sample():
         assert not set(fit) & set(dev) and len(fit) + len(dev) == len(train) and len(dev) >= 1
 
 
-def test_chunked_gradients_equal_one_big_batch(tmp_path):
+def test_chunked_gradients_equal_one_big_batch(tmp_path, one_thread):
     """Accumulating over 7-token chunks changes nothing: the chunking only bounds memory."""
     cache, _, _ = _synthetic_cache(tmp_path / "f", 50, 12, 3, n_train=8, n_eval=2, rows=20)
     heads = []
@@ -135,7 +153,7 @@ def test_chunked_gradients_equal_one_big_batch(tmp_path):
     assert torch.allclose(heads[0].A, heads[1].A, atol=1e-6) and torch.allclose(heads[0].B, heads[1].B, atol=1e-6)
 
 
-def test_evaluation_equals_a_direct_computation(tmp_path):
+def test_evaluation_equals_a_direct_computation(tmp_path, one_thread):
     cache, data, _ = _synthetic_cache(tmp_path / "f", 30, 8, 2, n_train=4, n_eval=3, rows=10)
     head = make_head("full-rank", 30, 8, seed=2)
     ev = evaluate_head(head, cache.eval, np.array([0, 2]), "cpu", chunk_tokens=3)

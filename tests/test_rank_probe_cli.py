@@ -156,6 +156,7 @@ def test_cached_training_and_heldout_pairs_come_from_disjoint_stream_positions(c
         (["--ranks", "4,x"], "--ranks must be comma-separated integers"),
         (["--ranks", "4", "--lr-grid", "0.01,-1"], "--lr-grid values must be in (0, 1]"),
         (["--ranks", "4", "--feature-dtype", "bfloat16"], "--feature-dtype"),
+        (["--ranks", "4", "--full-rank-head", "dense"], "--full-rank-head must be one of factorized, plain"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, tiny_llama, brown_dir, tmp_path, extra, message):
@@ -178,3 +179,26 @@ def test_a_non_causal_model_is_refused(cli, minilm_dir, brown_dir, tmp_path):
     res = cli("rank-probe", minilm_dir, "-d", brown_dir, "-o", tmp_path / "run", "--ranks", "4", *ARGS)
     assert res.code == 2 and "causal" in res.stderr
     assert files_under(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_neox"])
+def test_cached_representations_are_the_last_hidden_state_and_own_loss_the_models(fixture, request, tmp_path):
+    """Independent: plain transformers forward with output_hidden_states and labels (Llama: tied head;
+    GPT-NeoX: untied head and a final layer norm)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmsat.loading.models import load_model
+
+    folder = request.getfixturevalue(fixture)
+    ids = np.random.default_rng(0).integers(0, 49152, (6, 17))
+    loaded = load_model(ModelSpec(str(folder), device="cpu"))
+    cache = rp.extract_features(loaded, {"train": ids[:4], "eval": ids[4:]}, tmp_path / "f", {"test": fixture}, "float32", block_seqs=3)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids[4:]), labels=torch.from_numpy(ids[4:]), output_hidden_states=True)
+    h, y = cache.eval.rows([0, 1])
+    assert np.allclose(h, out.hidden_states[-1][:, :-1].reshape(-1, h.shape[1]).numpy(), atol=1e-5)
+    assert np.array_equal(y, ids[4:, 1:].reshape(-1))
+    own = cache.meta["splits"]["eval"]["own_head"]
+    assert own["n"] == 2 * 16 and own["loss_sum"] / own["n"] == pytest.approx(float(out.loss), abs=1e-5)
