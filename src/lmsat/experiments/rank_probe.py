@@ -151,7 +151,8 @@ class ProbeSettings:
             raise UserError("--lr-grid is empty; give learning rates such as 1e-3,3e-3,1e-2,3e-2.")
         bad = [lr for lr in self.lr_grid if not (math.isfinite(lr) and 0 < lr <= 1)]
         if bad:
-            raise UserError(f"--lr-grid values must be in (0, 1] (got {bad}); the study searched [1e-3, 5e-2].")
+            lo, hi = STUDY_LR_RANGE
+            raise UserError(f"--lr-grid values must be in (0, 1] (got {bad}); the study searched [{lo:g}, {hi:g}].")
         if len(set(self.lr_grid)) != len(self.lr_grid):
             raise UserError(f"--lr-grid has repeated values ({list(self.lr_grid)}).")
         if self.steps < 1:
