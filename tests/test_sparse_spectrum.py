@@ -191,3 +191,17 @@ def test_cpu_threads_drop_to_one_only_on_a_busy_machine(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     with cpu_threads_for_load("cpu") as used:
         assert used == before and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("method", ["lanczos", "subspace"])
+def test_gram_products_in_column_chunks_give_the_same_values(method, monkeypatch):
+    import lmsat.measure.sparse_spectrum as ss
+
+    p = ngram_like(3000, 300, seed=9)
+    ref = sparse_singular_values(p, top_k=12, method=method, device="cpu").singular_values
+    _, multi = split_gram(p)
+    monkeypatch.setattr(ss, "_PRODUCT_BYTES", 8 * multi.shape[0] * 5)  # 5 columns per product
+    assert ss._columns_per_product(multi.shape[0]) == 5
+    got = sparse_singular_values(p, top_k=12, method=method, device="cpu").singular_values
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    np.testing.assert_allclose(got, dense_singular_values(p)[:12], rtol=1e-3)

@@ -62,6 +62,7 @@ _GPU_MAX_DENSE = 65_536
 DEFAULT_TRUNCATED_K = 1024
 _EPS_FACTOR = 10.0
 _STACK_BYTES = 256 << 20  # memory of one batch of small Gram matrices
+_PRODUCT_BYTES = 256 << 20  # memory of one M @ X intermediate in Gram products
 
 
 @dataclass
@@ -249,6 +250,11 @@ def gram_dense(matrix: sp.csr_matrix) -> np.ndarray:
     return gram
 
 
+def _columns_per_product(n_rows: int) -> int:
+    """Columns multiplied at once so that an (n_rows x columns) float64 intermediate stays under ``_PRODUCT_BYTES``."""
+    return max(1, _PRODUCT_BYTES // (8 * max(n_rows, 1)))
+
+
 def _torch_csr(matrix: sp.csr_matrix, device: str) -> Any:
     import torch
 
@@ -286,8 +292,14 @@ def subspace_top_eigenvalues(
     q, _ = torch.linalg.qr(torch.randn(n, ell, generator=gen, dtype=torch.float64).to(device))
     theta = residual = None
     it = 0
+    step = _columns_per_product(multi.shape[0])
+
+    def gram_times(x: Any) -> Any:
+        # Column chunks bound the (rows of M) x chunk intermediate.
+        return torch.cat([diag * x[:, j : j + step] + at @ (a @ x[:, j : j + step]) for j in range(0, x.shape[1], step)], dim=1)
+
     for it in range(1, max_iters + 1):
-        z = diag * q + at @ (a @ q)
+        z = gram_times(q)
         t = q.T @ z
         theta_all, u = torch.linalg.eigh((t + t.T) / 2)
         theta_all, u = theta_all.flip(0), u.flip(1)
@@ -323,10 +335,16 @@ def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, s
 
     products = 0
 
+    step = _columns_per_product(multi.shape[0])
+
     def gram_times(x: np.ndarray) -> np.ndarray:
         nonlocal products
-        products += 1 if x.ndim == 1 else x.shape[1]
-        return (diag * x.T).T + mt @ (multi @ x)
+        if x.ndim == 1:
+            products += 1
+            return diag * x + mt @ (multi @ x)
+        products += x.shape[1]
+        # Column chunks bound the (rows of M) x chunk intermediate.
+        return np.concatenate([diag[:, None] * x[:, j : j + step] + mt @ (multi @ x[:, j : j + step]) for j in range(0, x.shape[1], step)], axis=1)
 
     op = LinearOperator((n, n), matvec=gram_times, matmat=gram_times, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
