@@ -420,7 +420,8 @@ def sparse_singular_values(
         small_by_cols = small[n_cols_b[small] <= n_rows_b[small]]
         small_by_rows = small[n_cols_b[small] > n_rows_b[small]]
         values.append(_small_blocks_eigenvalues(matrix, col_block, small_by_cols, device))
-        values.append(_small_blocks_eigenvalues(matrix.T.tocsr(), row_block, small_by_rows, device))
+        if len(small_by_rows):
+            values.append(_small_blocks_eigenvalues(matrix.T.tocsr(), row_block, small_by_rows, device))
 
         large = np.nonzero(side > SMALL_BLOCK)[0]
         dense_done: list[int] = []
