@@ -124,21 +124,24 @@ def cpu_threads_for_load(device: str) -> Iterator[int]:
     before = torch.get_num_threads()
     busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= (os.cpu_count() or 1)
     use = 1 if device == "cpu" and busy else before
-    torch.set_num_threads(use)
     limits = None
     if use == 1 and busy:
-        try:  # numpy/scipy's BLAS too (scipy's Lanczos), when threadpoolctl is installed
+        # numpy/scipy's BLAS too (scipy's Lanczos), when threadpoolctl is installed. Taken before
+        # torch's setting and undone before it: threadpoolctl also drives the OpenMP pool torch
+        # uses, and restoring its limits last would leave torch on one thread.
+        try:
             from threadpoolctl import threadpool_limits
 
             limits = threadpool_limits(limits=1)
         except ImportError:
             pass
+    torch.set_num_threads(use)
     try:
         yield use
     finally:
-        torch.set_num_threads(before)
         if limits is not None:
             limits.restore_original_limits()
+        torch.set_num_threads(before)
 
 
 def default_max_dense(device: str) -> int:
