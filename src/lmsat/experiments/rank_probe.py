@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 
 from lmsat import __version__
+from lmsat.training.schedule import warmup_cosine
 from lmsat.errors import UserError
 from lmsat.experiments.common import model_inputs, model_key
 from lmsat.loading.corpus import CorpusSpec, check_corpus
@@ -524,17 +525,9 @@ def extract_features(
 
 
 def lr_factor(step: int, steps: int, warmup_frac: float, min_lr_frac: float) -> float:
-    """Learning-rate multiplier at update ``step`` (0-based) of ``steps``.
-
-    Linear warm-up over w = ceil(warmup_frac * steps) updates ((step + 1) / w),
-    then cosine decay from 1 to ``min_lr_frac``:
-    m + (1 - m) (1 + cos(pi * (step - w) / (steps - w))) / 2.
-    """
-    warm = math.ceil(warmup_frac * steps)
-    if step < warm:
-        return (step + 1) / warm
-    span = max(1, steps - warm)
-    return min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(step - warm, span) / span))
+    """Learning-rate multiplier at update ``step`` (0-based) of ``steps``: :func:`warmup_cosine`
+    with a warm-up of ceil(warmup_frac * steps) updates, decaying to ``min_lr_frac``."""
+    return warmup_cosine(step, steps, math.ceil(warmup_frac * steps), min_lr_frac)
 
 
 def chunk_rows(vocab_size: int, device: str, chunk_tokens: int = 0) -> int:

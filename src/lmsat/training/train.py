@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from lmsat import __version__
+from lmsat.training.schedule import warmup_cosine
 from lmsat.errors import UserError
 from lmsat.loading.corpus import CorpusSpec, iter_documents, resolve_files
 from lmsat.loading.tokenizers import TextTokenizer
@@ -140,18 +141,9 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update ``step`` (0-based).
-
-    warm-up: lr * (step + 1) / warmup for step < warmup; then cosine:
-    lr_min + (lr - lr_min) * (1 + cos(pi * t)) / 2 with t = (step - warmup) / (steps - warmup)
-    in [0, 1) and lr_min = min_lr_ratio * lr.
-    """
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    span = max(1, cfg.steps - cfg.warmup)
-    t = min(1.0, (step - cfg.warmup) / span)
-    low = cfg.min_lr_ratio * cfg.lr
-    return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * t))
+    """Learning rate of update ``step`` (0-based): ``cfg.lr`` times :func:`warmup_cosine`
+    (linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr_ratio * lr``)."""
+    return cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
 
 
 def checkpoint_steps(steps: int, every: int) -> list[int]:
