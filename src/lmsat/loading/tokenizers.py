@@ -89,7 +89,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, gguf_file: st
         name_or_path = str(path)
     from transformers import AutoTokenizer
 
-    from lmsat.loading.models import check_model_source, hub_error
+    from lmsat.loading.hub import check_model_source, hub_error
 
     check_model_source(name_or_path, gguf_file)
     try:

@@ -155,11 +155,9 @@ def default_max_dense(device: str) -> int:
 
 
 def _resolve_device(device: str) -> str:
-    import torch
+    from lmsat.device import resolve_device  # the one device resolver
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(device)
 
 
 def dense_gram_eigenvalues(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
