@@ -4,8 +4,9 @@ A run directory (``--output DIR``) holds one folder per kind of measurement::
 
     DIR/
       <kind>/                   anisotropy, head, sweep, rank_probe, ngram, ...
-        <key>.json              one record per finished unit of work
-        <key>.npz               its arrays (optional), written before the json
+        <slug>-<hash>.json      one record per finished unit of work
+        <slug>-<hash>.npz       its arrays (optional), written before the json
+        .claims/<name>.lock     a unit some live process is working on (see Store.claim)
       tokens/<hash>.npz         token samples shared by every model of a tokenizer
       figures/*.png, *.csv      derived views, rebuilt from the records
 
@@ -20,6 +21,17 @@ record's json is written last, so a record exists only once its unit of work
 is complete: a crash at any point loses at most the unit in progress, and a
 re-run skips every key already present. Records read with pandas through
 :meth:`Store.table`.
+
+Identity. A record's file name is a readable slug of its key plus the first 12
+hex digits of sha256(key), so two keys that slugify alike (``a b`` and ``a_b``)
+get two files; every read checks the key and kind stored inside the file.
+Files named by the slug alone (lmsat 0.1 run directories) are still read, and
+only when the key stored in them is the exact key asked for.
+
+Corruption. A record whose json cannot be parsed, is not a record, or whose
+``.npz`` is missing or truncated is moved aside (``<file>.corrupt``) with one
+warning line and treated as absent, so the unit of work is redone; a good
+record is never touched.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from typing import IO, Any
 import numpy as np
 
 from lmsat import __version__
+from lmsat.errors import UserError
 
 SCHEMA_VERSION = 1
 _UMASK = os.umask(0)
@@ -123,6 +136,29 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@=+-]+", "_", text).strip("._") or "_"
 
 
+_SLUG_MAX = 96
+
+
+def record_name(key: str) -> str:
+    """File stem of a record: readable slug (at most 96 characters) + ``-`` + 12 hex digits of sha256(key).
+
+    Unique per exact key: ``coll/a b`` and ``coll/a_b`` share a slug but not a name.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+    return f"{slugify(key)[:_SLUG_MAX]}-{digest}"
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr: ``lmsat: warning: ...``."""
+    import sys
+
+    print("lmsat: warning: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+
+
+class CorruptRecord(UserError):
+    """A stored file of a run directory is damaged and cannot be recomputed in place."""
+
+
 def fingerprint(obj: Any, length: int = 16) -> str:
     """Short sha256 of a JSON-serialisable object (stable across runs)."""
     blob = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
@@ -151,8 +187,15 @@ class Record:
         """The record's arrays (empty dict if it has none)."""
         if not self.arrays or self.path is None:
             return {}
-        with np.load(self.path.with_suffix(".npz")) as data:
-            return {name: data[name] for name in data.files}
+        npz = self.path.with_suffix(".npz")
+        try:
+            with np.load(npz) as data:
+                return {name: data[name] for name in data.files}
+        except Exception as exc:  # missing, truncated, bad CRC: all mean the same to the user
+            raise CorruptRecord(
+                f"the arrays of record '{self.key}' ({npz}) cannot be read ({type(exc).__name__}); "
+                f"delete {self.path} and re-run the same command to recompute it."
+            ) from None
 
 
 class Store:
@@ -165,10 +208,14 @@ class Store:
         return self.root / kind
 
     def _json_path(self, kind: str, key: str) -> Path:
+        return self.kind_dir(kind) / f"{record_name(key)}.json"
+
+    def _legacy_path(self, kind: str, key: str) -> Path:
+        """Where lmsat 0.1 wrote the record (slug only); read only when it holds exactly ``key``."""
         return self.kind_dir(kind) / f"{slugify(key)}.json"
 
     def has(self, kind: str, key: str) -> bool:
-        return self._json_path(kind, key).exists()
+        return self.get(kind, key) is not None
 
     def put(
         self,
@@ -206,24 +253,112 @@ class Store:
                 "arrays": names,
             },
         )
+        if not arrays:
+            json_path.with_suffix(".npz").unlink(missing_ok=True)
+        self._drop_legacy(kind, key)
         return record
 
+    def _drop_legacy(self, kind: str, key: str) -> None:
+        """Remove an lmsat 0.1 file of the same exact key, now superseded (never another key's)."""
+        legacy = self._legacy_path(kind, key)
+        if legacy.exists() and legacy != self._json_path(kind, key):
+            rec = self._read(legacy, kind)
+            if rec is not None and rec.key == key:
+                for p in (legacy, legacy.with_suffix(".npz")):
+                    p.unlink(missing_ok=True)
+
     def delete(self, kind: str, key: str) -> None:
-        json_path = self._json_path(kind, key)
-        for p in (json_path, json_path.with_suffix(".npz")):
-            p.unlink(missing_ok=True)
+        for json_path in (self._json_path(kind, key), self._legacy_path(kind, key)):
+            if json_path.exists():
+                rec = self._read(json_path, kind)
+                if rec is not None and rec.key != key:
+                    continue
+            for p in (json_path, json_path.with_suffix(".npz")):
+                p.unlink(missing_ok=True)
 
     def get(self, kind: str, key: str) -> Record | None:
-        path = self._json_path(kind, key)
-        return _read_record(path) if path.exists() else None
+        """The record of exactly ``key`` (its stored key and kind checked), or None.
+
+        A damaged record is moved aside with a warning and reported as absent (see module docstring).
+        """
+        for path in (self._json_path(kind, key), self._legacy_path(kind, key)):
+            if path.exists():
+                rec = self._read(path, kind)
+                if rec is not None and rec.key == key:
+                    return rec
+        return None
 
     def records(self, kind: str, where: Callable[[Record], bool] | None = None) -> list[Record]:
-        """All records of ``kind``, sorted by key."""
+        """All readable records of ``kind``, sorted by key (damaged ones moved aside with a warning)."""
         folder = self.kind_dir(kind)
         if not folder.is_dir():
             return []
-        out = [_read_record(p) for p in sorted(folder.glob("*.json"))]
+        by_key: dict[str, Record] = {}
+        for p in sorted(folder.glob("*.json")):
+            rec = self._read(p, kind)
+            if rec is None:
+                continue
+            # a 0.1 file and its re-measured successor: the hashed name wins
+            if rec.key not in by_key or p == self._json_path(kind, rec.key):
+                by_key[rec.key] = rec
+        out = [by_key[k] for k in sorted(by_key)]
         return [r for r in out if where is None or where(r)]
+
+    def _read(self, path: Path, kind: str) -> Record | None:
+        """Read and verify one record file; move a damaged one aside and return None."""
+        try:
+            rec = _read_record(path)
+            problem = None
+            if rec.kind != kind:
+                problem = f"it holds a '{rec.kind}' record, not '{kind}'"
+            elif rec.arrays:
+                npz = path.with_suffix(".npz")
+                if not npz.exists():
+                    problem = f"its arrays file {npz.name} is missing"
+                else:
+                    import zipfile
+
+                    with zipfile.ZipFile(npz) as zf:
+                        names = {n.removesuffix(".npy") for n in zf.namelist()}
+                    missing = sorted(set(rec.arrays) - names)
+                    if missing:
+                        problem = f"its arrays file {npz.name} lacks {', '.join(missing)}"
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # truncated json, not an object, bad zip: damaged
+            problem = f"it cannot be read ({type(exc).__name__})"
+        if problem is None:
+            return rec
+        _move_aside(path, problem)
+        return None
+
+    @contextmanager
+    def claim(self, kind: str, key: str) -> Iterator[bool]:
+        """Claim one unit of work for this process: ``with store.claim(kind, key) as mine: ...``.
+
+        ``mine`` is True when this process holds the unit (an atomic lock file
+        ``<kind>/.claims/<name>.lock`` made with O_EXCL, removed on exit), False
+        when another live process holds it. A lock left by a process that died
+        (same host, pid gone) or older than ``LMSAT_CLAIM_TTL`` seconds (default
+        86400, for locks from other hosts) is stale and taken over. Check
+        :meth:`has` again after claiming: the previous holder may have finished.
+        """
+        lock = self.kind_dir(kind) / ".claims" / f"{record_name(key)}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        mine = _try_lock(lock)
+        if not mine and _lock_is_stale(lock):
+            stale = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
+            try:
+                os.replace(lock, stale)  # only one taker wins the rename
+                stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            mine = _try_lock(lock)
+        try:
+            yield mine
+        finally:
+            if mine:
+                lock.unlink(missing_ok=True)
 
     def kinds(self) -> list[str]:
         if not self.root.is_dir():
@@ -254,9 +389,57 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _move_aside(path: Path, problem: str) -> None:
+    """Rename a damaged record (and its arrays) to ``*.corrupt``; one warning line names it."""
+    for p in (path, path.with_suffix(".npz")):
+        if p.exists():
+            try:
+                os.replace(p, p.with_name(p.name + ".corrupt"))
+            except OSError:
+                pass
+    warn(f"{path} is damaged ({problem}); moved it to {path.name}.corrupt and the unit will be redone.")
+
+
+def _try_lock(lock: Path) -> bool:
+    import socket
+
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "created": now_iso()}, fh)
+    return True
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    import socket
+    import time
+
+    try:
+        age = time.time() - lock.stat().st_mtime
+        with open(lock) as fh:
+            owner = json.load(fh)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return age > 5  # half-written by a process that died between create and write
+    if owner.get("host") == socket.gethostname():
+        try:
+            os.kill(int(owner.get("pid", -1)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError, TypeError):
+            return False
+        return False
+    return age > float(os.environ.get("LMSAT_CLAIM_TTL", "86400"))
+
+
 def _read_record(path: Path) -> Record:
     with open(path) as fh:
         raw = json.load(fh)
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str) or not isinstance(raw.get("key"), str):
+        raise ValueError("not a record object")
     return Record(
         kind=raw["kind"],
         key=raw["key"],

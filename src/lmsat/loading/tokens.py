@@ -147,10 +147,13 @@ def load_token_sample(path: str | Path) -> TokenSample:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"token sample '{path}' does not exist.")
-    with np.load(path) as data:
-        ids = data["ids"]
-        tok = str(data["tokenizer_fingerprint"])
-        params = json.loads(str(data["params_json"])) if "params_json" in data.files else {}
+    try:
+        with np.load(path) as data:
+            ids = data["ids"]
+            tok = str(data["tokenizer_fingerprint"])
+            params = json.loads(str(data["params_json"])) if "params_json" in data.files else {}
+    except Exception as exc:  # truncated zip, bad CRC, missing member: the file is damaged
+        raise UserError(f"token sample '{path}' is damaged ({type(exc).__name__}); delete it and re-run.") from None
     sample = TokenSample(ids=ids, tokenizer_fingerprint=tok, params=params)
     if sample.hash != path.stem:
         raise UserError(f"token sample '{path}' is corrupt (hash {sample.hash} does not match its name); delete it and re-run.")
@@ -169,7 +172,14 @@ def get_token_sample(
     run_dir = Path(run_dir)
     index = run_dir / "tokens" / f"index-{sample_key(corpus, tokenizer, n_tokens, seq_len, seed)}.txt"
     if index.is_file():
-        return load_token_sample(run_dir / "tokens" / f"{index.read_text().strip()}.npz")
+        path = run_dir / "tokens" / f"{index.read_text().strip()}.npz"
+        try:
+            return load_token_sample(path)
+        except UserError:  # the sample is deterministic: rebuild it rather than stop
+            from lmsat.store import warn
+
+            warn(f"token sample '{path}' is damaged or missing; rebuilding it from the corpus.")
+            path.unlink(missing_ok=True)
     sample = build_token_sample(corpus, tokenizer, n_tokens, seq_len, seed)
     sample.save(run_dir)
     from lmsat.store import atomic_write_text

@@ -1,0 +1,194 @@
+"""The results store: identity (one file per exact key), corruption (redo, never a traceback), claims."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmsat.store import CorruptRecord, Store, record_name, slugify
+
+
+def test_keys_that_slugify_alike_keep_two_records(tmp_path):
+    store = Store(tmp_path)
+    assert slugify("coll/a b") == slugify("coll/a_b")  # the case that used to overwrite
+    store.put("head", "coll/a b", {"model": "coll/a b"}, {"x": 1.0})
+    store.put("head", "coll/a_b", {"model": "coll/a_b"}, {"x": 2.0})
+    assert store.get("head", "coll/a b").results["x"] == 1.0
+    assert store.get("head", "coll/a_b").results["x"] == 2.0
+    assert [r.key for r in store.records("head")] == ["coll/a b", "coll/a_b"]
+    assert record_name("coll/a b") != record_name("coll/a_b")
+
+
+def test_legacy_file_is_read_only_for_its_exact_key(tmp_path):
+    """A 0.1 run directory (file named by slug only) keeps working, but never answers for another key."""
+    folder = tmp_path / "head"
+    folder.mkdir()
+    raw = {"schema": "lmsat.head/1", "kind": "head", "key": "coll/a b", "inputs": {}, "results": {"x": 1.0}, "arrays": []}
+    (folder / f"{slugify('coll/a b')}.json").write_text(json.dumps(raw))
+    store = Store(tmp_path)
+    assert store.get("head", "coll/a b").results["x"] == 1.0
+    assert store.get("head", "coll/a_b") is None  # same slug, other key: absent, not the wrong numbers
+    # re-measuring the key supersedes the legacy file instead of leaving two records
+    store.put("head", "coll/a b", {}, {"x": 3.0})
+    assert [(r.key, r.results["x"]) for r in store.records("head")] == [("coll/a b", 3.0)]
+    assert not (folder / f"{slugify('coll/a b')}.json").exists()
+
+
+def _good_and(store: Store) -> None:
+    store.put("sweep", "good", {}, {"loss": 1.5}, arrays={"s": np.arange(4.0)})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated_json", "json_array", "wrong_kind", "missing_npz", "truncated_npz"],
+)
+def test_damaged_record_is_moved_aside_and_redone(tmp_path, capsys, damage):
+    store = Store(tmp_path)
+    _good_and(store)
+    rec = store.put("sweep", "bad", {}, {"loss": 2.0}, arrays={"s": np.arange(1000.0)})
+    path = rec.path
+    npz = path.with_suffix(".npz")
+    if damage == "truncated_json":
+        path.write_text(path.read_text()[:40])
+    elif damage == "json_array":
+        path.write_text("[1, 2, 3]")
+    elif damage == "wrong_kind":
+        path.write_text(path.read_text().replace('"kind": "sweep"', '"kind": "head"'))
+    elif damage == "missing_npz":
+        npz.unlink()
+    elif damage == "truncated_npz":
+        npz.write_bytes(npz.read_bytes()[:100])
+    capsys.readouterr()
+    assert store.get("sweep", "bad") is None  # absent: the unit is redone
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lmsat: warning:") and path.name in err[0]
+    assert path.with_name(path.name + ".corrupt").exists()  # kept for inspection, out of the way
+    # the good record is untouched, and listing no longer sees the damaged one
+    assert [r.key for r in store.records("sweep")] == ["good"]
+    np.testing.assert_array_equal(store.get("sweep", "good").load_arrays()["s"], np.arange(4.0))
+    # redoing the unit writes a fresh record
+    store.put("sweep", "bad", {}, {"loss": 2.0})
+    assert store.get("sweep", "bad").results["loss"] == 2.0
+
+
+def test_arrays_damaged_after_reading_raise_one_clear_error(tmp_path):
+    store = Store(tmp_path)
+    rec = store.put("head", "m", {}, {}, arrays={"s": np.arange(100.0)})
+    npz = rec.path.with_suffix(".npz")
+    data = bytearray(npz.read_bytes())
+    data[200] ^= 0xFF  # flip one byte inside the array data: the zip CRC no longer matches
+    npz.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecord, match=r"cannot be read.*re-run"):
+        rec.load_arrays()
+
+
+def test_interrupted_put_leaves_no_record(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    import lmsat.store as st
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(st, "atomic_write_json", boom)
+    with pytest.raises(KeyboardInterrupt):
+        store.put("head", "m", {}, {"x": 1}, arrays={"s": np.ones(3)})
+    monkeypatch.undo()
+    assert store.get("head", "m") is None
+    assert not any(p.suffix == ".json" for p in (tmp_path / "head").iterdir())
+
+
+def test_claim_is_exclusive_and_released(tmp_path):
+    store = Store(tmp_path)
+    with store.claim("sweep", "k") as first:
+        with store.claim("sweep", "k") as second:
+            assert first is True and second is False
+        with store.claim("sweep", "other") as third:
+            assert third is True
+    with store.claim("sweep", "k") as again:
+        assert again is True
+
+
+def _exit_now() -> None:
+    os._exit(0)
+
+
+def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
+    import socket
+
+    proc = mp.get_context("spawn").Process(target=_exit_now)
+    proc.start()
+    proc.join()
+    store = Store(tmp_path)
+    lock = tmp_path / "sweep" / ".claims" / f"{record_name('k')}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "created": "x"}))
+    with store.claim("sweep", "k") as mine:
+        assert mine is True
+    # a live holder (this process) is respected
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": "x"}))
+    with store.claim("sweep", "k") as mine:
+        assert mine is False
+    # a lock from another host is stale only after LMSAT_CLAIM_TTL seconds
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "created": "x"}))
+    os.utime(lock, (0, 0))
+    with store.claim("sweep", "k") as mine:
+        assert mine is True
+
+
+def _claim_worker(root: str, keys: list[str], out: str) -> None:
+    store = Store(root)
+    done = []
+    for k in keys:
+        with store.claim("unit", k) as mine:
+            if mine and not store.has("unit", k):
+                store.put("unit", k, {}, {"by": os.getpid()})
+                done.append(k)
+    Path(out).write_text(json.dumps(done))
+
+
+def test_two_processes_split_units_exactly_once(tmp_path):
+    keys = [f"k{i}" for i in range(60)]
+    ctx = mp.get_context("spawn")
+    outs = [tmp_path / f"out{i}.json" for i in range(2)]
+    procs = [ctx.Process(target=_claim_worker, args=(str(tmp_path / "run"), keys, str(o))) for o in outs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    done = [json.loads(o.read_text()) for o in outs]
+    assert sorted(done[0] + done[1]) == sorted(keys)  # every unit once: none lost, none twice
+    assert len(Store(tmp_path / "run").records("unit")) == 60
+
+
+def test_gguf_file_is_part_of_a_models_identity(tmp_path):
+    from lmsat.experiments.common import model_key
+    from lmsat.loading.models import parse_model_arg
+
+    (tmp_path / "model.gguf").write_bytes(b"")
+    (tmp_path / "other.gguf").write_bytes(b"")
+    folder = parse_model_arg(str(tmp_path))
+    gguf = parse_model_arg(str(tmp_path / "model.gguf"))
+    other = parse_model_arg(str(tmp_path / "other.gguf"))
+    assert len({model_key(folder), model_key(gguf), model_key(other)}) == 3
+
+
+def test_token_sample_damaged_is_rebuilt_identically(tmp_path, capsys, brown_dir, gpt2_bpe):
+    from lmsat.loading.corpus import CorpusSpec
+    from lmsat.loading.tokenizers import load_tokenizer
+    from lmsat.loading.tokens import get_token_sample
+
+    corpus = CorpusSpec(source=str(brown_dir))
+    tok = load_tokenizer(str(gpt2_bpe))
+    first = get_token_sample(tmp_path, corpus, tok, 512, 64, seed=1)
+    path = tmp_path / "tokens" / f"{first.hash}.npz"
+    path.write_bytes(path.read_bytes()[:64])
+    capsys.readouterr()
+    again = get_token_sample(tmp_path, corpus, tok, 512, 64, seed=1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "damaged" in err[0] and str(path) in err[0]
+    np.testing.assert_array_equal(again.ids, first.ids)
