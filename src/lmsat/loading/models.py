@@ -37,8 +37,14 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        """Human name: ``name@revision`` (revision omitted when not given)."""
+        """Human name and record identity: ``name@revision``, ``folder/file.gguf@revision`` for a GGUF file.
+
+        The GGUF file is part of it: two GGUF files of one folder, or the folder's own weights and a
+        GGUF file inside it, are different models.
+        """
         base = self.name.rstrip("/")
+        if self.gguf_file:
+            base = f"{base}/{self.gguf_file}"
         return f"{base}@{self.revision}" if self.revision else base
 
     def describe(self) -> dict[str, Any]:
