@@ -187,7 +187,7 @@ def real_stream() -> tuple[np.ndarray, int, float]:
 
     tok = load_tokenizer(str(assets.gpt2_bpe_path()))
     start = time.perf_counter()
-    ids = [a for src in (assets.brown_path(), assets.kjv_path()) for a in token_stream(CorpusSpec(str(src)), tok)]
+    ids = [a for src in (assets.brown_path(), assets.kjv_path()) for a, _ in token_stream(CorpusSpec(str(src)), tok)]
     return np.concatenate(ids), tok.vocab_size, time.perf_counter() - start
 
 

@@ -56,6 +56,7 @@ def test_corpus_shorter_than_one_ngram(cli, tmp_path, gpt2_bpe):
         (("--max-tokens", 3), "--max-tokens must be at least --n"),
         (("--method", "qr"), "--method must be one of"),
         (("--shard-tokens", 3), "--shard-tokens must be at least --n"),
+        (("--documents", "pages"), "--documents must be one of file, blank-line, line"),
         (("--device", "tpu"), "--device must be one of"),
     ],
 )

@@ -75,6 +75,15 @@ def ngram_rank(
             "spilling to disk past 60M distinct n-grams.",
         ),
     ] = 50_000_000,
+    documents: Annotated[
+        str,
+        typer.Option(
+            "--documents",
+            help="What one document is (each closed by the end-of-text token): 'file' (a text file, or a "
+            "JSONL/Parquet/hub row), 'blank-line' (paragraphs between blank lines) or 'line' (every line, "
+            "newline dropped). The ~1 MB read blocks never split documents.",
+        ),
+    ] = "file",
     tokenizer_revision: Annotated[Optional[str], typer.Option("--tokenizer-revision", help="Hub revision of the tokenizer.")] = None,
     gguf_file: Annotated[
         Optional[str], typer.Option("--gguf-file", help="Name of a .gguf file inside the --tokenizer folder to take the vocabulary from.")
@@ -120,6 +129,7 @@ def ngram_rank(
         method=method,
         max_dense=max_dense,
         shard_tokens=shard_tokens,
+        documents=documents,
     )
     settings.validate()
     resolved_device = resolve_device(device)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
-from lmsat.loading.corpus import CorpusSpec, check_corpus, iter_documents
+from lmsat.loading.corpus import DOCUMENT_SPLITS, CorpusSpec, check_corpus, iter_document_pieces
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.measure.ngram import (
     CONTEXT_SELECTIONS,
@@ -68,6 +68,7 @@ class NGramSettings:
     method: str = "auto"
     max_dense: int | None = None
     shard_tokens: int = DEFAULT_SHARD_TOKENS
+    documents: str = "file"
 
     def validate(self) -> None:
         """Raise :class:`UserError` for any option a user can get wrong."""
@@ -89,6 +90,8 @@ class NGramSettings:
             raise UserError(f"--method must be one of {', '.join(METHODS)}; got '{self.method}'.")
         if self.max_dense is not None and self.max_dense < 1:
             raise UserError(f"--max-dense must be at least 1; got {self.max_dense}.")
+        if self.documents not in DOCUMENT_SPLITS:
+            raise UserError(f"--documents must be one of {', '.join(DOCUMENT_SPLITS)}; got '{self.documents}'.")
         if self.shard_tokens < self.n:
             raise UserError(f"--shard-tokens must be at least --n ({self.n}); got {self.shard_tokens}.")
 
@@ -117,7 +120,8 @@ def tokenizer_name(tokenizer: TextTokenizer) -> str:
 
 def count_key(corpus: CorpusSpec, tokenizer: TextTokenizer, settings: NGramSettings) -> str:
     key = f"{corpus_name(corpus)}|{tokenizer_name(tokenizer)}|n={settings.n}"
-    return key + (f"|max_tokens={settings.max_tokens}" if settings.max_tokens else "")
+    key += f"|max_tokens={settings.max_tokens}" if settings.max_tokens else ""
+    return key + (f"|docs={settings.documents}" if settings.documents != "file" else "")
 
 
 def ngram_key(corpus: CorpusSpec, tokenizer: TextTokenizer, settings: NGramSettings) -> str:
@@ -134,6 +138,8 @@ def ngram_key(corpus: CorpusSpec, tokenizer: TextTokenizer, settings: NGramSetti
         parts.append(f"top_k={s.top_k}")
     if s.method != "auto":
         parts.append(f"method={s.method}")
+    if s.max_dense is not None:  # changes which blocks get a full spectrum, so the result
+        parts.append(f"max_dense={s.max_dense}")
     return "|".join(parts)
 
 
@@ -154,40 +160,47 @@ def _tokenizer_inputs(tokenizer: TextTokenizer) -> dict[str, Any]:
     }
 
 
-def token_stream(corpus: CorpusSpec, tokenizer: TextTokenizer, max_tokens: int | None = None) -> Iterator[np.ndarray]:
-    """Token ids of the corpus, one int64 array per document (end-of-text appended when the tokenizer has one).
+def token_stream(
+    corpus: CorpusSpec, tokenizer: TextTokenizer, max_tokens: int | None = None, documents: str = "file"
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """Token ids of the corpus as (int64 array, ends_document) pieces; end-of-text appended after each document.
 
-    Documents are encoded in batches of up to ``_ENCODE_BATCH`` documents or
-    ``_ENCODE_CHARS`` characters (fast tokenizers encode a batch in parallel);
-    the stream stops after ``max_tokens`` tokens.
+    Documents are delimited by ``documents`` (:func:`lmsat.loading.corpus.iter_document_pieces`:
+    ``file``, ``blank-line`` or ``line``); the tokenizer's end-of-text token, when it has one,
+    closes each (as models see documents in training). Pieces are encoded in batches of up to
+    ``_ENCODE_BATCH`` pieces or ``_ENCODE_CHARS`` characters (fast tokenizers encode a batch in
+    parallel); the stream stops after ``max_tokens`` tokens.
     """
     budget = max_tokens if max_tokens is not None else -1
     batch: list[str] = []
+    ends: list[bool] = []
     warned = getattr(tokenizer.backend, "deprecation_warnings", None)
     if isinstance(warned, dict):
         # Counting feeds no model, so HF's "longer than the model's maximum length" warning does not apply.
         warned["sequence-length-is-longer-than-the-specified-maximum"] = True
     eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
 
-    def encode() -> Iterator[np.ndarray]:
+    def encode() -> Iterator[tuple[np.ndarray, bool]]:
         nonlocal budget
-        for ids in tokenizer.encode_batch(batch):
-            if not ids:
+        for ids, end in zip(tokenizer.encode_batch(batch), ends):
+            if not ids and not end:
                 continue
-            arr = np.asarray(ids + eos, dtype=np.int64)
+            arr = np.asarray(list(ids) + (eos if end else []), dtype=np.int64)
             if budget >= 0:
                 arr = arr[:budget]
                 budget -= arr.size
             if arr.size:
-                yield arr
+                yield arr, end
             if budget == 0:
                 return
         batch.clear()
+        ends.clear()
 
     chars = 0
-    for doc in track(iter_documents(corpus), "tokenising and counting n-grams"):
-        batch.append(doc)
-        chars += len(doc)
+    for piece, end in track(iter_document_pieces(corpus, documents), "tokenising and counting n-grams"):
+        batch.append(piece)
+        ends.append(end)
+        chars += len(piece)
         if len(batch) >= _ENCODE_BATCH or chars >= _ENCODE_CHARS:
             chars = 0
             yield from encode()
@@ -203,14 +216,14 @@ def count_corpus(
     """The n-gram counts of the (capped) corpus and its number of documents."""
     counter = NGramCounter(settings.n, tokenizer.vocab_size, shard_tokens=settings.shard_tokens, spill_dir=spill_dir)
     n_docs = 0
-    for ids in token_stream(corpus, tokenizer, settings.max_tokens):
+    for ids, end in token_stream(corpus, tokenizer, settings.max_tokens, settings.documents):
         if ids.max() >= tokenizer.vocab_size:
             raise UserError(
                 f"tokenizer '{tokenizer.name}' produced id {int(ids.max())} >= its vocabulary size {tokenizer.vocab_size}; "
                 "the tokenizer files are inconsistent."
             )
         counter.add(ids)
-        n_docs += 1
+        n_docs += int(end)
     return counter.finish(), n_docs
 
 
@@ -233,11 +246,14 @@ def run_counts(
         "tokenizer": _tokenizer_inputs(tokenizer),
         "n": settings.n,
         "max_tokens": settings.max_tokens,
+        "documents": settings.documents,
         "documents_joined_by": "eos" if tokenizer.eos_id is not None else "nothing",
         "lmsat_version": __version__,
     }
     inputs["inputs_fingerprint"] = fingerprint({k: v for k, v in inputs.items() if k != "lmsat_version"})
     done = store.get(COUNTS_KIND, key)
+    if done is not None and "documents" not in done.inputs:
+        done = None  # counted before --documents existed (1 MB read blocks were documents): count again
     if done is not None and not force:
         _check_same_inputs(done, inputs, key)
         return NGramCounts.from_arrays(done.load_arrays()), done
@@ -296,6 +312,8 @@ def run_ngram(
     counts_key = count_key(corpus, tokenizer, settings)
     source_fp = fingerprint({"corpus": _corpus_inputs(corpus), "tokenizer": _tokenizer_inputs(tokenizer)})
     done = store.get(KIND, key)
+    if done is not None and "documents" not in done.inputs.get("settings", {}):
+        done = None  # made before --documents existed: recompute
     if done is not None and not force:
         if done.inputs.get("source_fingerprint") != source_fp:
             raise UserError(

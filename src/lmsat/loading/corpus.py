@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import glob as _glob
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -162,6 +162,100 @@ def iter_documents(spec: CorpusSpec) -> Iterator[str]:
             yield from _iter_parquet_file(path, spec.text_field)
         else:
             yield from _iter_text_file(path)
+
+
+DOCUMENT_SPLITS: tuple[str, ...] = ("file", "blank-line", "line")
+
+
+def _lines(blocks: Iterable[str]) -> Iterator[str]:
+    """The lines (each with its ``\\n``) of a text given in blocks cut anywhere: block ends are not line ends."""
+    pending: list[str] = []
+    for block in blocks:
+        parts = block.split("\n")
+        for part in parts[:-1]:
+            pending.append(part)
+            pending.append("\n")
+            yield "".join(pending)
+            pending = []
+        if parts[-1]:
+            pending.append(parts[-1])
+    if pending:
+        yield "".join(pending)
+
+
+def _split_documents(lines: Iterable[str], documents: str) -> Iterator[tuple[str, bool]]:
+    """(piece, ends_document) of the documents in ``lines`` (see :func:`iter_document_pieces`)."""
+    if documents == "line":
+        for line in lines:
+            text = line.rstrip("\r\n")
+            if text.strip():
+                yield text, True
+        return
+    buf: list[str] = []
+    size = 0
+    seen_text = False  # the current document has a non-whitespace character
+
+    def close() -> Iterator[tuple[str, bool]]:
+        text = "".join(buf)
+        if documents == "blank-line":
+            text = text.rstrip("\r\n")
+        if seen_text:
+            yield text, True
+
+    for line in lines:
+        if documents == "blank-line" and not line.strip():
+            yield from close()
+            buf, size, seen_text = [], 0, False
+            continue
+        # A long document is handed on in pieces, cut only between "X\n" and "Y" with X and Y not whitespace
+        # (a pre-token boundary of GPT-2-style BPE tokenizers), never at a read block's end.
+        prev = buf[-1] if buf else ""
+        if (
+            size >= _CHUNK_CHARS
+            and seen_text
+            and line[:1]
+            and not line[:1].isspace()
+            and len(prev) >= 2
+            and prev[-1] == "\n"
+            and not prev[-2].isspace()
+        ):
+            yield "".join(buf), False
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line)
+        seen_text = seen_text or bool(line.strip())
+    yield from close()
+
+
+def iter_document_pieces(spec: CorpusSpec, documents: str = "file") -> Iterator[tuple[str, bool]]:
+    """The corpus as (text, ends_document) pieces, with documents delimited by ``documents``.
+
+    * ``file``: a text file, or one JSONL/Parquet/hub row, is one document;
+    * ``blank-line``: paragraphs separated by blank lines are documents (the separating
+      blank lines and a paragraph's last newline are dropped);
+    * ``line``: every non-blank line is a document (its newline dropped).
+
+    The ~1 MB blocks in which files are read never delimit anything. A document longer
+    than about 1 MB comes in several pieces (``ends_document`` False on all but the last),
+    cut only at a newline between two non-whitespace characters ("X\\nY", a pre-token boundary
+    of GPT-2-style byte-level BPE, so encoding the pieces gives the same ids as the whole);
+    the cut points depend only on the text. Whitespace-only documents are skipped.
+    """
+    if documents not in DOCUMENT_SPLITS:
+        raise UserError(f"--documents must be one of {', '.join(DOCUMENT_SPLITS)}; got '{documents}'.")
+    if spec.is_hub_dataset:
+        rows: Iterator[str] = _iter_hub_dataset(spec)
+        for text in rows:
+            yield from _split_documents(_lines([text]), documents)
+        return
+    for path in resolve_files(spec.source):
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES or suffix in PARQUET_SUFFIXES:
+            rows = _iter_jsonl_file(path, spec.text_field) if suffix in JSONL_SUFFIXES else _iter_parquet_file(path, spec.text_field)
+            for text in rows:
+                yield from _split_documents(_lines([text]), documents)
+        else:
+            yield from _split_documents(_lines(_iter_text_file(path)), documents)
 
 
 def check_corpus(spec: CorpusSpec) -> None:
