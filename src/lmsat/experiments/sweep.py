@@ -481,12 +481,8 @@ def todo_checkpoints(store: Store, models: Sequence[SweepModel], retry_failed: b
     return todo, skipped
 
 
-def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings: SweepSettings, say: Callable[[str], None] | None = None) -> SweepSummary:
-    """Measure every checkpoint of ``plan`` not yet stored; one atomic record each (module docstring)."""
-    import torch
-
-    store = Store(output)
-    t_start = time.perf_counter()
+def token_samples(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings: SweepSettings) -> dict[str, TokenSample]:
+    """model name -> its token sample: built (or read back from the run directory) once per tokenizer."""
     samples: dict[str, TokenSample] = {}
     by_fp: dict[str, TokenSample] = {}
     for m in plan.models:
@@ -494,6 +490,50 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
         if tok.fingerprint not in by_fp:
             by_fp[tok.fingerprint] = get_token_sample(output, corpus, tok, settings.n_tokens, plan.seq_len, settings.seed)
         samples[m.model] = by_fp[tok.fingerprint]
+    return samples
+
+
+def checkpoint_results(
+    outcome: Outcome[LoadedCheckpoint], n_params: int | None, sample: TokenSample, settings: SweepSettings, key: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """(results, arrays) of one loaded (or failed-to-load) checkpoint; frees the model.
+
+    ``wall_time_s`` is the load time plus the time measured here; ``duplicate_of``
+    is left None (it depends on the other records: the caller sets it).
+    A checkpoint that failed to load or to measure gets ``status: "failed"`` and its error.
+    """
+    t0 = time.perf_counter()
+    results = _empty_results()
+    arrays: dict[str, np.ndarray] | None = None
+    results["n_params"] = n_params
+    got = outcome.value
+    load_s = got.load_time_s if got is not None else 0.0
+    if got is None:
+        results["error"] = error_text(outcome.error or RuntimeError("not loaded"))
+    else:
+        results.update(
+            weights_hash=got.weights_hash, head_hash=got.head_hash, n_params=n_params or got.n_params,
+            hidden_size=got.loaded.hidden_size,
+        )
+        try:
+            measured, s = measure_checkpoint(got.loaded, sample, settings.batch_size, settings.layers, description=key)
+            results.update(measured)
+            results["status"] = "ok"
+            arrays = {"singular_values": s}
+        except Exception as exc:  # a bad checkpoint is recorded, the sweep goes on
+            results["error"] = error_text(exc)
+        got.loaded.model = None
+    results["wall_time_s"] = time.perf_counter() - t0 + load_s
+    return results, arrays
+
+
+def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings: SweepSettings, say: Callable[[str], None] | None = None) -> SweepSummary:
+    """Measure every checkpoint of ``plan`` not yet stored; one atomic record each (module docstring)."""
+    import torch
+
+    store = Store(output)
+    t_start = time.perf_counter()
+    samples = token_samples(plan, corpus, output, settings)
 
     todo, skipped = todo_checkpoints(store, plan.models, settings.retry_failed)
     summary = SweepSummary(total=skipped + len(todo), skipped=skipped)
@@ -510,30 +550,10 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
 
     prefetcher = Prefetcher(todo, load, enabled=settings.prefetch)
     for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo)):
-        t0 = time.perf_counter()
-        results = _empty_results()
-        arrays: dict[str, np.ndarray] | None = None
-        results["n_params"] = plan.n_params[m.model]
-        got = outcome.value
-        load_s = got.load_time_s if got is not None else 0.0
-        if got is None:
-            results["error"] = error_text(outcome.error or RuntimeError("not loaded"))
-        else:
-            results.update(
-                weights_hash=got.weights_hash, head_hash=got.head_hash, n_params=plan.n_params[m.model] or got.n_params,
-                hidden_size=got.loaded.hidden_size,
-            )
-            try:
-                measured, s = measure_checkpoint(got.loaded, samples[m.model], settings.batch_size, settings.layers, description=ckpt.key)
-                results.update(measured)
-                results["status"] = "ok"
-                arrays = {"singular_values": s}
-            except Exception as exc:  # a bad checkpoint is recorded, the sweep goes on
-                results["error"] = error_text(exc)
-            got.loaded.model = None
-        del got, outcome
+        results, arrays = checkpoint_results(outcome, plan.n_params[m.model], samples[m.model], settings, ckpt.key)
+        del outcome
         results["duplicate_of"] = _duplicate_of(index, results["weights_hash"], ckpt.key)
-        results["wall_time_s"] = round(time.perf_counter() - t0 + load_s, 4)
+        results["wall_time_s"] = round(results["wall_time_s"], 4)
         store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
         if results["weights_hash"]:
             index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
