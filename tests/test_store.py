@@ -192,3 +192,24 @@ def test_token_sample_damaged_is_rebuilt_identically(tmp_path, capsys, brown_dir
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "damaged" in err[0] and str(path) in err[0]
     np.testing.assert_array_equal(again.ids, first.ids)
+
+
+def test_head_of_two_models_whose_names_slugify_alike(tmp_path, cli, smollm2_hf):
+    """`lmsat head 'coll/a b' 'coll/a_b'`: two models, two records, each with its own numbers."""
+    from conftest import _save_tiny
+    from lmsat.loading.models import parse_model_arg, load_model, lm_head_weight
+    from lmsat.measure.spectrum import singular_values
+
+    a = _save_tiny("gpt_neox", tmp_path / "coll" / "a b", smollm2_hf, seed=1)
+    b = _save_tiny("gpt_neox", tmp_path / "coll" / "a_b", smollm2_hf, seed=2, hidden=48)
+    out = tmp_path / "run"
+    res = cli("head", a, b, "-o", out)
+    assert res.code == 0, res.stderr
+    recs = {r.inputs["model"]: r for r in Store(out).records("head")}
+    assert len(recs) == 2
+    for folder in (a, b):
+        w, _ = lm_head_weight(load_model(parse_model_arg(str(folder))).model)
+        expected = singular_values(w.detach().float().numpy())
+        got = recs[str(folder)].load_arrays()["singular_values"]
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert recs[str(b)].inputs["hidden_size"] == 48
