@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import glob as _glob
 import json
+import re
+from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,15 +76,73 @@ def resolve_files(source: str) -> list[Path]:
     return files
 
 
-def _iter_text_file(path: Path) -> Iterator[str]:
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+BINARY_FRACTION = 0.3  # more non-text bytes than this (of those read) and the corpus gets a warning
+_WARNED: set[tuple[str, str]] = set()
+
+
+class TextStats:
+    """Bytes read, undecodable bytes replaced, control characters: one policy for every file type.
+
+    Undecodable bytes (not UTF-8) in .txt, JSONL and Parquet (binary columns) are replaced by
+    U+FFFD; :meth:`warn` prints one warning with their count, and one when the text looks
+    mostly binary. Hub datasets arrive as decoded strings.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.bytes = 0
+        self.replaced = 0
+        self.control = 0
+
+    def decode(self, raw: bytes) -> str:
+        self.bytes += len(raw)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            kept = raw.decode("utf-8", errors="ignore")
+            self.replaced += len(raw) - len(kept.encode("utf-8"))
+            text = raw.decode("utf-8", errors="replace")
+        self.control += len(_CONTROL.findall(text))
+        return text
+
+    def warn(self) -> None:
+        """One warning per corpus and problem in this process (a corpus is often read twice)."""
+        from lmsat.store import warn
+
+        if self.replaced and (self.source, "replaced") not in _WARNED:
+            _WARNED.add((self.source, "replaced"))
+            warn(f"corpus '{self.source}': {self.replaced:,} undecodable byte(s) (not UTF-8) in the text read "
+                 "were replaced by U+FFFD; re-encode the files as UTF-8 to keep them.")
+        if self.bytes and (self.replaced + self.control) > BINARY_FRACTION * self.bytes and (self.source, "binary") not in _WARNED:
+            _WARNED.add((self.source, "binary"))
+            share = 100 * (self.replaced + self.control) / self.bytes
+            warn(f"corpus '{self.source}' looks mostly binary: {share:.0f}% of the {self.bytes:,} bytes read are not text "
+                 "(undecodable or control characters); check --data.")
+
+
+@contextmanager
+def _stats_for(path: Path, stats: TextStats | None) -> Iterator[TextStats]:
+    """``stats`` if given (the caller warns once per corpus), else a per-file one that warns at the end."""
+    own = TextStats(str(path)) if stats is None else stats
     try:
-        fh = open(path, encoding="utf-8", errors="replace")
+        yield own
+    finally:
+        if stats is None:
+            own.warn()
+
+
+def _iter_text_file(path: Path, stats: TextStats | None = None) -> Iterator[str]:
+    try:
+        fh = open(path, "rb")
     except OSError as exc:
         raise UserError(f"cannot read corpus file '{path}': {exc.strerror}.") from exc
-    with fh:
+    with fh, _stats_for(path, stats) as st:
         buf: list[str] = []
         size = 0
-        for line in fh:
+        for raw in fh:
+            # universal newlines, as text mode reads them
+            line = st.decode(raw).replace("\r\n", "\n").replace("\r", "\n")
             buf.append(line)
             size += len(line)
             if size >= _CHUNK_CHARS:
@@ -92,10 +152,14 @@ def _iter_text_file(path: Path) -> Iterator[str]:
             yield "".join(buf)
 
 
-def _iter_jsonl_file(path: Path, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
+def _iter_jsonl_file(path: Path, text_field: str, stats: TextStats | None = None) -> Iterator[str]:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read corpus file '{path}': {exc.strerror}.") from exc
+    with fh, _stats_for(path, stats) as st:
+        for lineno, raw in enumerate(fh, 1):
+            line = st.decode(raw).strip()
             if not line:
                 continue
             try:
@@ -110,7 +174,7 @@ def _iter_jsonl_file(path: Path, text_field: str) -> Iterator[str]:
                 yield text
 
 
-def _iter_parquet_file(path: Path, text_field: str) -> Iterator[str]:
+def _iter_parquet_file(path: Path, text_field: str, stats: TextStats | None = None) -> Iterator[str]:
     import pyarrow.parquet as pq
 
     try:
@@ -119,10 +183,13 @@ def _iter_parquet_file(path: Path, text_field: str) -> Iterator[str]:
         raise UserError(f"cannot read Parquet file '{path}': {exc}.") from exc
     if text_field not in pf.schema_arrow.names:
         raise UserError(f"Parquet file '{path}' has no column '{text_field}' (columns: {', '.join(pf.schema_arrow.names)}); pass --text-field.")
-    for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
-        for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text:
-                yield text
+    with _stats_for(path, stats) as st:
+        for batch in pf.iter_batches(columns=[text_field], batch_size=4096):
+            for text in batch.column(0).to_pylist():
+                if isinstance(text, (bytes, bytearray)):  # a binary column: the same policy as text files
+                    text = st.decode(bytes(text))
+                if isinstance(text, str) and text:
+                    yield text
 
 
 def _iter_hub_dataset(spec: CorpusSpec) -> Iterator[str]:
@@ -149,19 +216,28 @@ def _iter_hub_dataset(spec: CorpusSpec) -> Iterator[str]:
             yield text
 
 
-def iter_documents(spec: CorpusSpec) -> Iterator[str]:
-    """Stream the corpus's documents as non-empty strings, in a deterministic order."""
+def iter_documents(spec: CorpusSpec, warn: bool = True) -> Iterator[str]:
+    """Stream the corpus's documents as non-empty strings, in a deterministic order.
+
+    Undecodable bytes are replaced (U+FFFD); with ``warn`` one warning gives their count
+    in the text read (and one more if that text looks mostly binary), see :class:`TextStats`.
+    """
     if spec.is_hub_dataset:
         yield from _iter_hub_dataset(spec)
         return
-    for path in resolve_files(spec.source):
-        suffix = path.suffix.lower()
-        if suffix in JSONL_SUFFIXES:
-            yield from _iter_jsonl_file(path, spec.text_field)
-        elif suffix in PARQUET_SUFFIXES:
-            yield from _iter_parquet_file(path, spec.text_field)
-        else:
-            yield from _iter_text_file(path)
+    stats = TextStats(spec.source)
+    try:
+        for path in resolve_files(spec.source):
+            suffix = path.suffix.lower()
+            if suffix in JSONL_SUFFIXES:
+                yield from _iter_jsonl_file(path, spec.text_field, stats)
+            elif suffix in PARQUET_SUFFIXES:
+                yield from _iter_parquet_file(path, spec.text_field, stats)
+            else:
+                yield from _iter_text_file(path, stats)
+    finally:
+        if warn:
+            stats.warn()
 
 
 DOCUMENT_SPLITS: tuple[str, ...] = ("file", "blank-line", "line")
@@ -260,7 +336,7 @@ def iter_document_pieces(spec: CorpusSpec, documents: str = "file") -> Iterator[
 
 def check_corpus(spec: CorpusSpec) -> None:
     """Fail early, with a clear message, if the corpus is missing or holds no text."""
-    for doc in iter_documents(spec):
+    for doc in iter_documents(spec, warn=False):
         if doc.strip():
             return
     raise UserError(f"corpus '{spec.source}' contains no text; point --data at files with content.")

@@ -61,6 +61,16 @@ def hub_error(what: str, name: str, revision: str | None, exc: BaseException) ->
     rev = f" revision '{revision}'" if revision else ""
     if "revision" in low and ("not a valid" in low or "invalid rev" in low or "not found" in low):
         return UserError(f"{what} '{name}' has no{rev}; check --revision (Pythia revisions look like step143000).")
+    if "trust_remote_code" in low or "custom code" in low:
+        return UserError(
+            f"{what} '{name}' needs the Python code of its own repository, which lmsat does not run unless you pass "
+            "--trust-remote-code; pass it only for a repository you trust."
+        )
+    if "weights only load failed" in low or "weights_only" in low or "unsupported global" in low:
+        return UserError(
+            f"refused to load the weights of '{name}': its pickled checkpoint holds Python objects other than tensors, "
+            "and lmsat only unpickles tensors; use a safetensors copy of the model from a source you trust."
+        )
     if Path(name).exists():
         if "gguf" in low or "magic" in low:
             return UserError(f"cannot read the GGUF file of '{name}': {text[:200]}; check that the file is a complete GGUF model.")

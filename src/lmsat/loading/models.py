@@ -78,6 +78,14 @@ def parse_model_arg(arg: str, revision: str | None = None, **kw: Any) -> ModelSp
     name, rev = arg, revision
     if "@" in arg and not Path(arg).exists():
         name, rev = arg.rsplit("@", 1)
+        if not rev:
+            raise UserError(f"model '{arg}' ends in '@' with no revision; write NAME@REVISION (e.g. EleutherAI/pythia-70m@step1000) or drop the '@'.")
+    if (rev or None) is not None and Path(name).expanduser().exists():
+        given = f"'@{rev}'" if rev != revision else f"--revision {rev}"
+        raise UserError(
+            f"{given} was given for the local model '{name}', but revisions exist only on the Hugging Face hub; "
+            "drop it, or give the checkpoint's own folder."
+        )
     if name.endswith(".gguf"):
         path = Path(name).expanduser()
         if not path.is_file():
