@@ -213,3 +213,27 @@ def test_head_of_two_models_whose_names_slugify_alike(tmp_path, cli, smollm2_hf)
         got = recs[str(folder)].load_arrays()["singular_values"]
         np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert recs[str(b)].inputs["hidden_size"] == 48
+
+
+from test_sweep import sweep_args, tiny_suite, word_tokenizer  # noqa: E402,F401  (module fixtures)
+
+
+def test_sweep_of_two_models_whose_names_slugify_alike_keeps_every_checkpoint(cli, tiny_suite, brown_dir, tmp_path):
+    """`lmsat sweep coll2/fam/m coll2/fam--m`: both models' checkpoints are measured and kept."""
+    import shutil
+
+    a = tmp_path / "coll2" / "fam" / "m"
+    b = tmp_path / "coll2" / "fam--m"
+    shutil.copytree(tiny_suite / "tiny-a", a)
+    shutil.copytree(tiny_suite / "tiny-b", b)
+    out = tmp_path / "run"
+    args = sweep_args(a, out, brown_dir)
+    args.insert(2, b)
+    res = cli(*args)
+    assert res.code == 0, res.stderr
+    n_ckpt = len(list(a.glob("step*"))) + len(list(b.glob("checkpoint-*")))
+    recs = Store(out).records("sweep")
+    assert len(recs) == n_ckpt
+    assert {r.inputs["model"] for r in recs} == {str(a), str(b)}
+    again = cli(*args)
+    assert again.code == 0 and len(Store(out).records("sweep")) == n_ckpt
