@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lmsat.cli.app import app
+from lmsat.cli.ray_options import CpusPerTask, GpusPerTask, RayAddress, UseRay
 from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Dtype, Output, Seed, Split, Streaming, TextField, TrustRemoteCode
 from lmsat.cli.show import print_table, say
 from lmsat.errors import UserError
@@ -140,6 +141,10 @@ def sweep(
     split: Split = "train",
     streaming: Streaming = True,
     trust_remote_code: TrustRemoteCode = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    gpus_per_task: GpusPerTask = None,
+    cpus_per_task: CpusPerTask = 1.0,
 ) -> None:
     """Measure every checkpoint of one or more models over training (study Fig. 1a, 1b, 3, 4, 5).
 
@@ -165,10 +170,13 @@ def sweep(
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     sweep_models = expand_sweep(models or [], suite=suite, sizes=sizes, revisions=revisions)
-    plan = plan_sweep(sweep_models, corpus, output, settings, tps, n_params)
-    n_ckpt = sum(len(m.checkpoints) for m in plan.models)
-    say(f"sweep: {len(plan.models)} model(s), {n_ckpt} checkpoint(s), {tokens:,} tokens in sequences of {plan.seq_len}, on {plan.device}")
-    summary = run_sweep(plan, corpus, output, settings, say=say)
+    if ray or ray_address:  # docs/distributed.md: one Ray task per checkpoint, records written by this driver
+        summary, plan = _sweep_on_ray(sweep_models, corpus, output, settings, tps, n_params, ray_address, gpus_per_task, cpus_per_task)
+    else:
+        plan = plan_sweep(sweep_models, corpus, output, settings, tps, n_params)
+        n_ckpt = sum(len(m.checkpoints) for m in plan.models)
+        say(f"sweep: {len(plan.models)} model(s), {n_ckpt} checkpoint(s), {tokens:,} tokens in sequences of {plan.seq_len}, on {plan.device}")
+        summary = run_sweep(plan, corpus, output, settings, say=say)
     say(
         f"measured {summary.measured} checkpoint(s) ({summary.checkpoints_per_minute:.1f}/min), skipped {summary.skipped} already done, "
         f"{len(summary.failed)} failed, {len(summary.duplicates)} duplicate(s); records: {output / 'sweep'}"
@@ -176,6 +184,38 @@ def sweep(
     if summary.failed:
         say("failed checkpoints are recorded with their error; re-run with --retry-failed to measure them again.")
     _analyse(output, DEFAULT_MAX_RISE, DEFAULT_MIN_ENTROPY_RISE, DEFAULT_MIN_ANISOTROPY_RISE, 0, None, n_params, tps, need_fit=False)
+
+
+def _sweep_on_ray(sweep_models: Any, corpus: Any, output: Path, settings: Any, tps: dict[str, int], n_params: dict[str, int],
+                  address: str | None, gpus_per_task: float | None, cpus_per_task: float) -> tuple[Any, Any]:
+    """Validate on the driver (the device on the workers), then run the sweep as Ray tasks."""
+    from dataclasses import replace
+
+    from lmsat.device import DEVICES
+    from lmsat.executor import RayExecutor, import_ray
+    from lmsat.experiments.sweep import plan_sweep
+    from lmsat.experiments.sweep_ray import default_resources, ray_device, run_sweep_distributed
+
+    if settings.device not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)} (got '{settings.device}').")
+    if cpus_per_task <= 0 or (gpus_per_task is not None and gpus_per_task < 0):
+        raise UserError(f"--cpus-per-task must be positive and --gpus-per-task 0 or more (got {cpus_per_task}, {gpus_per_task}).")
+    import_ray()
+    plan = plan_sweep(sweep_models, corpus, output, replace(settings, device="cpu"), tps, n_params)  # the driver need not have the GPU
+    executor = RayExecutor(address)
+    try:
+        plan.device = ray_device(executor, settings.device)
+        resources = default_resources(executor, plan.device, gpus_per_task, cpus_per_task)
+        n_ckpt = sum(len(m.checkpoints) for m in plan.models)
+        say(
+            f"sweep on Ray ({executor.cluster_cpus():g} CPUs, {executor.cluster_gpus():g} GPUs in the cluster): {len(plan.models)} model(s), "
+            f"{n_ckpt} checkpoint(s), {settings.n_tokens:,} tokens in sequences of {plan.seq_len}, on {plan.device}, "
+            f"{resources.cpus:g} CPU / {resources.gpus:g} GPU per task"
+        )
+        summary = run_sweep_distributed(plan, corpus, output, settings, executor, resources, say=say)
+    finally:
+        executor.close()
+    return summary, plan
 
 
 @app.command(rich_help_panel=PANEL)
