@@ -1,0 +1,185 @@
+"""Where independent units of a grid run: in this process, or as Ray tasks on a cluster.
+
+One module for every grid command (sweep checkpoints, n-gram shards and buckets):
+the command lists its units and a module-level function that computes one unit;
+an :class:`Executor` runs them and yields each result as it finishes. The driver
+(this process) alone writes records, so a run directory needs no shared filesystem
+(docs/distributed.md).
+
+``RayExecutor`` (``pip install lmsat[ray]``):
+
+* each unit is one Ray task with its own CPUs/GPUs (``Resources``), in a fresh
+  worker process (``max_calls=1``) so the memory of one unit is returned before the next;
+* a worker that dies (killed, out of memory, node lost) is retried by Ray up to
+  ``max_retries`` times; a unit whose every attempt died comes back as ``Done.error``;
+* large inputs shared by every unit go once into the object store (:meth:`share`);
+* workers run with ``LMSAT_PROGRESS=0``: the driver shows the one progress bar.
+
+``LocalExecutor`` runs the same units in this process, in order (the reference).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from lmsat.errors import UserError
+
+R = TypeVar("R")
+
+ENV_ADDRESS = "LMSAT_RAY_ADDRESS"
+DEFAULT_MAX_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one unit reserves on a Ray node (ignored by the local executor)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_bytes: int | None = None
+
+
+@dataclass
+class Done(Generic[R]):
+    """One finished unit: its position in the submitted list, and its value or why it never finished."""
+
+    index: int
+    value: R | None = None
+    error: str | None = None  # every attempt's worker died, or the unit raised (a bug: units return their failures)
+    seconds: float = 0.0  # wall time from submission (Ray) or start (local) to the result
+
+
+class LocalExecutor:
+    """Runs units one after another in this process."""
+
+    name = "local"
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources()) -> Iterator[Done[R]]:
+        for i, a in enumerate(args):
+            t0 = time.perf_counter()
+            try:
+                value = fn(*a)
+            except Exception as exc:
+                yield Done(i, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
+            else:
+                yield Done(i, value=value, seconds=time.perf_counter() - t0)
+
+    def close(self) -> None:
+        pass
+
+
+def _in_worker(fn: Callable[..., R], *args: Any) -> R:
+    """The body of every Ray task: silence worker progress bars, then compute one unit."""
+    os.environ["LMSAT_PROGRESS"] = "0"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return fn(*args)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray: pip install 'lmsat[ray]' (or pip install ray) on the driver and on every node.") from None
+    return ray
+
+
+def ray_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else $LMSAT_RAY_ADDRESS, else None (start a local Ray instance)."""
+    chosen = address or os.environ.get(ENV_ADDRESS) or None
+    if chosen is not None and chosen.strip().lower() in ("", "local"):
+        return None
+    return chosen.strip() if chosen else None
+
+
+class RayExecutor:
+    """Runs units as Ray tasks (module docstring); joins ``address`` or an already connected Ray."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES, num_cpus: int | None = None) -> None:
+        ray = import_ray()
+        self.ray = ray
+        self.max_retries = max_retries
+        self._started = False
+        if not ray.is_initialized():
+            target = ray_address(address)
+            try:
+                ray.init(
+                    address=target,
+                    num_cpus=num_cpus if target is None else None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=True,
+                    logging_level="warning",
+                )
+            except ConnectionError as exc:
+                raise UserError(f"cannot reach the Ray cluster at '{target}': {exc}; start it with `ray start --head` or check --ray-address / ${ENV_ADDRESS}.") from None
+            self._started = True
+
+    def cluster_gpus(self) -> float:
+        return float(self.ray.cluster_resources().get("GPU", 0.0))
+
+    def cluster_cpus(self) -> float:
+        return float(self.ray.cluster_resources().get("CPU", 0.0))
+
+    def share(self, value: Any) -> Any:
+        """Put ``value`` once into the object store; pass the returned reference as a unit argument."""
+        return self.ray.put(value)
+
+    def map(self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources()) -> Iterator[Done[R]]:
+        """Submit every unit, then yield each as it finishes (any order; ``Done.index`` says which)."""
+        ray = self.ray
+        options: dict[str, Any] = {
+            "num_cpus": resources.cpus,
+            "num_gpus": resources.gpus,
+            "max_calls": 1,  # a fresh worker per unit: memory of one checkpoint never leaks into the next
+            "max_retries": self.max_retries,  # a dead worker is retried ...
+            "retry_exceptions": False,  # ... an exception is an answer (units return their own failures)
+        }
+        if resources.memory_bytes:
+            options["memory"] = resources.memory_bytes
+        remote = ray.remote(**options)(_in_worker)
+        t0 = time.perf_counter()
+        pending = {remote.remote(fn, *a): i for i, a in enumerate(args)}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    i = pending.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = getattr(exc, "cause", None) or exc
+                        yield Done(i, error=f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}", seconds=time.perf_counter() - t0)
+                    except ray.exceptions.RayError as exc:
+                        text = " ".join(str(exc).split())[:300]
+                        yield Done(i, error=f"Ray worker lost {self.max_retries + 1} time(s): {type(exc).__name__}: {text}", seconds=time.perf_counter() - t0)
+                    else:
+                        yield Done(i, value=value, seconds=time.perf_counter() - t0)
+        finally:
+            for ref in pending:  # interrupted: leave no orphan work running on the cluster
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+Executor = LocalExecutor | RayExecutor
+
+
+def make_executor(use_ray: bool, address: str | None = None) -> Executor:
+    """The executor a command asked for (``--ray``/``--ray-address``)."""
+    return RayExecutor(address) if use_ray or address else LocalExecutor()
