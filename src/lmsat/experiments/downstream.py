@@ -56,7 +56,7 @@ from lmsat import __version__
 from lmsat.errors import UserError
 from lmsat.loading.checkpoints import Checkpoint, step_from_name
 from lmsat.loading.models import ModelSpec
-from lmsat.store import Record, Store, atomic_open, atomic_write_text, fingerprint, slugify
+from lmsat.store import Record, Store, atomic_open, atomic_write_text, fingerprint, record_name, slugify
 
 KIND = "downstream"
 TABLE_KIND = "downstream_table"
@@ -684,7 +684,7 @@ def evaluate_checkpoint(
     spec = ModelSpec(name=ckpt.load_name, revision=ckpt.load_revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     loaded = load_model(spec, require_causal=True)
     tokenizer = load_model_tokenizer(spec).backend
-    slug = slugify(key)
+    slug = record_name(key)
     root = Path(output)
     log_path = root / KIND / "logs" / f"{slug}.log"
     start = time.perf_counter()
@@ -866,7 +866,7 @@ def run_downstream(
             key = record_key(ckpt, dtype, plan.task_set)
             if on_start is not None and (sel, ckpt) in pending:
                 role = "best and final" if sel.same else ("best" if ckpt is sel.best else "final")
-                on_start(ckpt, role, pending.index((sel, ckpt)) + 1, len(pending), Path(output) / KIND / "logs" / f"{slugify(key)}.log")
+                on_start(ckpt, role, pending.index((sel, ckpt)) + 1, len(pending), Path(output) / KIND / "logs" / f"{record_name(key)}.log")
             done[key] = evaluate_checkpoint(ckpt, plan, specs, output, dtype=dtype, device=device, batch_size=batch_size,
                                             bootstrap_iters=bootstrap_iters, log_samples=log_samples,
                                             trust_remote_code=trust_remote_code, force=force)
