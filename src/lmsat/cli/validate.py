@@ -134,13 +134,18 @@ def check_output_dir(path: str | os.PathLike[str], option: str = "--output") -> 
 
 
 def check_output_file(path: str | os.PathLike[str], option: str = "--output") -> Path:
-    """Refuse an output file that is a folder, or whose folder cannot be created or written."""
+    """Refuse an output file that is a folder, cannot be overwritten, or whose folder cannot be created or written."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{option} '{path}' is a folder; give a file name.")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{option} '{path}' exists and cannot be overwritten; choose another file name.")
-    check_output_dir(path.parent, option=f"the folder of {option}")
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise UserError(f"{option} '{path}' cannot be created: '{base}' is a file; give a path in a folder.")
+    problem = _writable_problem(base)
+    if problem:
+        raise UserError(f"{option} '{path}': {problem}; choose a folder you can write to.")
     return path
 
 
