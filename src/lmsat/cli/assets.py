@@ -21,5 +21,8 @@ def fetch_assets(
     """
     from lmsat import assets
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(assets.cache_dir(), option="the asset cache ($LMSAT_CACHE)")
     for name, path in assets.fetch(names).items():
         say(f"{name:9s} {path}")

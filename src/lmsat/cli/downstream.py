@@ -83,6 +83,13 @@ def downstream(
     from lmsat.experiments import downstream as ds
     from lmsat.store import Store, atomic_write_csv
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output or run_dir or Path("lmsat-runs"))
+    v.check_range("--batch-size", batch_size, 1)
+    v.check_range("--bootstrap-iters", bootstrap_iters, 0, hint="0 = no standard errors")
+    v.check_dtype(dtype)
+    v.check_device(device)
     ds.require_lm_eval()
     models = list(model or [])
     if run_dir is not None:

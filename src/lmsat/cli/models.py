@@ -57,7 +57,17 @@ def anisotropy(
     from lmsat.figures.models import plot_anisotropy_by_depth
     from lmsat.store import Store, atomic_write_csv
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_range("--tokens", tokens, 1)
+    v.check_range("--seq-len", seq_len, 2)
+    v.check_seed("--seed", seed)
+    v.check_range("--batch-size", batch_size, 1)
+    v.check_dtype(dtype)
+    v.check_device(device)
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
+    v.check_seq_len_fits(specs, seq_len)
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     run_anisotropy(specs, corpus, output, n_tokens=tokens, seq_len=seq_len, seed=seed, batch_size=batch_size, force=force)
     records = Store(output).records("anisotropy")
@@ -90,6 +100,11 @@ def head(
     from lmsat.figures.models import plot_head_spectrum, plot_head_w_error
     from lmsat.store import Store, atomic_write_csv
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_dtype(dtype)
+    v.check_device(device)
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
     run_head(specs, output, force=force)
     records = Store(output).records("head")

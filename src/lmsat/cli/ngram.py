@@ -117,6 +117,17 @@ def ngram_rank(
     from lmsat.loading.tokenizers import load_tokenizer
     from lmsat.store import Store, atomic_write_csv
 
+    from pathlib import Path
+
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_seed("--seed", seed)
+    if tokenizer_revision is not None and Path(tokenizer).expanduser().exists():
+        raise UserError(
+            f"--tokenizer-revision {tokenizer_revision} was given for the local tokenizer '{tokenizer}', but revisions "
+            "exist only on the Hugging Face hub; drop it."
+        )
     settings = NGramSettings(
         n=n,
         min_count=min_count,

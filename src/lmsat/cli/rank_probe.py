@@ -101,6 +101,22 @@ def rank_probe(
     from lmsat.figures.style import model_label
     from lmsat.store import Store, atomic_write_csv
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_range("--seq-len", seq_len, 2)
+    v.check_seed("--seed", seed)
+    v.check_range("--batch-size", batch_size, 1)
+    v.check_range("--train-tokens", train_tokens, 1)
+    v.check_range("--eval-tokens", eval_tokens, 1)
+    v.check_range("--steps", steps, 1)
+    v.check_range("--search-steps", search_steps, 0)
+    v.check_range("--batch-tokens", batch_tokens, 1)
+    v.check_range("--warmup", warmup, 0, 1, inclusive="left")
+    v.check_range("--weight-decay", weight_decay, 0)
+    v.check_range("--chunk-tokens", chunk_tokens, 0, hint="0 = automatic")
+    v.check_dtype(dtype)
+    v.check_device(device)
     settings = ProbeSettings(
         train_tokens=train_tokens,
         eval_tokens=eval_tokens,
@@ -119,7 +135,9 @@ def rank_probe(
         full_rank_head=full_rank_head,
     )
     rank_list = parse_ranks(ranks) if ranks is not None else None
+    settings.validate()
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
+    v.check_seq_len_fits(specs, seq_len)
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     run_rank_probe(specs, corpus, output, rank_list, settings, force=force)
 

@@ -28,6 +28,11 @@ def report(
     """
     from lmsat.report import build_report
 
+    from lmsat.cli import validate as v
+
+    v.check_output_file(output)
+    for run_dir in run_dirs:
+        v.check_input_dir(run_dir, "run directory")
     result = build_report(run_dirs, output, markdown=markdown, title=title)
     if len(result.summary):
         print_table(result.summary, title="Diagnosis", floats=3)
@@ -50,6 +55,10 @@ def demo(
     """
     from lmsat.experiments.demo import run_demo
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_device(device)
     result = run_demo(output, quick=quick, device=device, say=say)
     if result.summary is not None and len(result.summary):
         print_table(compact_summary(result.summary), title="Diagnosis (R: known rank; gap to the true entropy in nats/token)")

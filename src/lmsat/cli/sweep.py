@@ -161,6 +161,17 @@ def sweep(
     from lmsat.experiments.sweep import SweepSettings, plan_sweep, run_sweep
     from lmsat.loading.checkpoints import expand_sweep
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_range("--tokens", tokens, 2)
+    v.check_range("--seq-len", seq_len, 2)
+    v.check_seed("--seed", seed)
+    v.check_range("--batch-size", batch_size, 1)
+    v.check_choice("--layers", layers, ("last", "all"))
+    v.check_dtype(dtype)
+    if not (ray or ray_address):  # with Ray the device is checked on the workers
+        v.check_device(device)
     tps = parse_named_ints(tokens_per_step, "--tokens-per-step")
     n_params = parse_named_ints(params, "--params")
     settings = SweepSettings(
@@ -183,6 +194,7 @@ def sweep(
     )
     if summary.failed:
         say("failed checkpoints are recorded with their error; re-run with --retry-failed to measure them again.")
+    _exit_if_all_failed(output)
     _analyse(output, DEFAULT_MAX_RISE, DEFAULT_MIN_ENTROPY_RISE, DEFAULT_MIN_ANISOTROPY_RISE, 0, None, n_params, tps, need_fit=False)
 
 
@@ -218,6 +230,25 @@ def _sweep_on_ray(sweep_models: Any, corpus: Any, output: Path, settings: Any, t
     return summary, plan
 
 
+def _exit_if_all_failed(output: Path) -> None:
+    """Exit with code 1 and a summary of the failures when no checkpoint of the run directory was measured."""
+    import sys
+
+    from lmsat.experiments.sweep import sweep_records
+
+    records = sweep_records(output)
+    failed = [r for r in records if r.results.get("status") == "failed"]
+    if not records or len(failed) < len(records):
+        return
+    for rec in failed[:10]:
+        say(f"failed: {rec.key}: {rec.results.get('error') or 'no error recorded'}")
+    if len(failed) > 10:
+        say(f"... and {len(failed) - 10} more (errors in {output / 'sweep'}/*.json)")
+    print(f"lmsat: error: every checkpoint failed ({len(failed)} of {len(records)}); nothing to analyse. Fix the cause above "
+          "and re-run with --retry-failed.", file=sys.stderr)
+    raise typer.Exit(1)
+
+
 @app.command(rich_help_panel=PANEL)
 def saturation(
     run_dir: RunDir,
@@ -238,6 +269,14 @@ def saturation(
     from lmsat.figures.sweep import draw_sweep_figures
     from lmsat.store import Store
 
+    from lmsat.cli import validate as v
+
+    v.check_input_dir(run_dir, "run directory")
+    v.check_output_dir(run_dir, option="RUN_DIR")
+    v.check_range("--max-rise", max_rise, 0)
+    v.check_range("--min-entropy-rise", min_entropy_rise, 0, inclusive="neither")
+    v.check_range("--min-anisotropy-rise", min_anisotropy_rise, 0, inclusive="neither")
+    v.check_range("--from-step", from_step, 0)
     records = sweep_records(run_dir)
     table, frame = run_saturation(run_dir, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
     _show(table, SATURATION_VIEW, "Saturation per model (rise = final/best - 1)")
@@ -265,6 +304,11 @@ def scaling_fit(
     from lmsat.experiments.sweep import sweep_records
     from lmsat.figures.sweep import FIGURES, plot_loss_vs_compute
 
+    from lmsat.cli import validate as v
+
+    v.check_input_dir(run_dir, "run directory")
+    v.check_output_dir(run_dir, option="RUN_DIR")
+    v.check_range("--max-rise", max_rise, 0)
     records = sweep_records(run_dir)
     _, table, summary = run_scaling_fit(
         run_dir, _split_names(models) or None, parse_named_ints(params, "--params"), parse_named_ints(tokens_per_step, "--tokens-per-step"), max_rise

@@ -48,6 +48,13 @@ def synth(
     from lmsat.figures.training import plot_true_spectra
     from lmsat.synth.generator import LanguageSpec
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_seed("--seed", seed)
+    v.check_range("--tokens", tokens, 1)
+    v.check_range("--heldout-tokens", heldout_tokens, 1)
+    v.check_range("--doc-tokens", doc_tokens, 1)
     if family == "low-rank-logits" and (concentration is not None or mix_concentration is not None):
         raise UserError("--concentration and --mix-concentration apply to --family low-rank-probs; use --temperature for low-rank-logits.")
     if family == "low-rank-probs" and temperature is not None:
@@ -113,6 +120,11 @@ def train(
     from lmsat.store import Store, atomic_write_csv
     from lmsat.training.train import TrainConfig, family_table, parse_hidden_sizes, train_family
 
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(output)
+    v.check_seed("--seed", seed)
+    v.check_device(device)
     sizes = parse_hidden_sizes(hidden_sizes)
     config = TrainConfig(
         hidden_size=sizes[0], layers=layers, heads=heads, arch=arch, seq_len=seq_len, steps=steps, batch_size=batch_size,

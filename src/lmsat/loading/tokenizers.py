@@ -32,7 +32,23 @@ class TextTokenizer:
         """Token ids of each text, no special tokens added."""
         if self.kind == "tiktoken":
             return self.backend.encode_ordinary_batch(list(texts))
-        return self.backend(list(texts), add_special_tokens=False)["input_ids"]
+        try:
+            return self.backend(list(texts), add_special_tokens=False)["input_ids"]
+        except Exception as exc:  # the Rust tokenizers raise a bare Exception
+            if "unk" not in str(exc).lower():
+                raise
+            raise UserError(self._out_of_vocabulary(texts)) from exc
+
+    def _out_of_vocabulary(self, texts: Sequence[str]) -> str:
+        """One line naming the first word of ``texts`` that a tokenizer without an unknown token cannot encode."""
+        vocab = self.backend.get_vocab()
+        word = next((w for t in texts for w in t.split() if w not in vocab), None)
+        which = f"the word '{word[:40]}'" if word is not None else "a piece of the text"
+        return (
+            f"tokenizer '{self.name}' cannot encode {which}: it has no unknown token, so it covers only its own "
+            "vocabulary (as the word-level tokenizer of `lmsat synth` covers its language); give text of that "
+            "vocabulary, or another tokenizer."
+        )
 
 
 def _vocab_fingerprint(vocab: dict[str, int] | dict[bytes, int]) -> str:
