@@ -43,7 +43,7 @@ class TextTokenizer:
         """One line naming the first word of ``texts`` that a tokenizer without an unknown token cannot encode."""
         vocab = self.backend.get_vocab()
         word = next((w for t in texts for w in t.split() if w not in vocab), None)
-        which = f"the word '{word[:40]}'" if word is not None else "a piece of the text"
+        which = f"the word {word[:40]!r}" if word is not None else "a piece of the text"
         return (
             f"tokenizer '{self.name}' cannot encode {which}: it has no unknown token, so it covers only its own "
             "vocabulary (as the word-level tokenizer of `lmsat synth` covers its language); give text of that "
