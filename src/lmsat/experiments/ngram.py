@@ -236,9 +236,13 @@ def _check_same_inputs(record: Record, inputs: dict[str, Any], key: str) -> None
 
 
 def run_counts(
-    corpus: CorpusSpec, tokenizer: TextTokenizer, settings: NGramSettings, output: str | Path, force: bool = False
+    corpus: CorpusSpec, tokenizer: TextTokenizer, settings: NGramSettings, output: str | Path, force: bool = False,
+    counter: Any = None,
 ) -> tuple[NGramCounts, Record]:
-    """Stage 1: count (or reload) the n-grams; one ``ngram_counts`` record holding the count table."""
+    """Stage 1: count (or reload) the n-grams; one ``ngram_counts`` record holding the count table.
+
+    ``counter`` (default :func:`count_corpus`) counts: ``lmsat.experiments.ngram_ray`` passes its Ray counter.
+    """
     store = Store(output)
     key = count_key(corpus, tokenizer, settings)
     inputs: dict[str, Any] = {
@@ -261,7 +265,7 @@ def run_counts(
     shutil.rmtree(spill, ignore_errors=True)
     start = time.perf_counter()
     try:
-        counts, n_docs = count_corpus(corpus, tokenizer, settings, spill_dir=spill)
+        counts, n_docs = (counter or count_corpus)(corpus, tokenizer, settings, spill_dir=spill)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     seconds = time.perf_counter() - start
@@ -303,8 +307,12 @@ def run_ngram(
     output: str | Path,
     device: str = "cpu",
     force: bool = False,
+    counter: Any = None,
 ) -> Record:
-    """Count, build P, compute its spectrum and W-error; one ``ngram`` record (resumes after counting)."""
+    """Count, build P, compute its spectrum and W-error; one ``ngram`` record (resumes after counting).
+
+    ``counter``: how stage 1 counts (see :func:`run_counts`; ``--ray`` passes the Ray counter).
+    """
     settings.validate()
     check_corpus(corpus)
     store = Store(output)
@@ -321,7 +329,7 @@ def run_ngram(
                 "(corpus path or tokenizer vocabulary); use another --output, or --force to replace it."
             )
         return done
-    counts, counts_rec = run_counts(corpus, tokenizer, settings, output, force=force)
+    counts, counts_rec = run_counts(corpus, tokenizer, settings, output, force=force, counter=counter)
 
     start = time.perf_counter()
     p = next_token_matrix(
