@@ -18,9 +18,14 @@ from lmsat.report.diagnosis import CONTESTED, ModelDiagnosis
 from lmsat.store import now_iso
 
 
+def _esc(text: Any) -> str:
+    """HTML special characters as entities: a model named ``<script>`` stays text in any Markdown renderer."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cell(v: Any) -> str:
     v = None if (isinstance(v, float) and v != v) else v
-    return fmt_cell(v).replace("|", "\\|").replace("\n", " ")
+    return _esc(fmt_cell(v)).replace("|", "\\|").replace("\n", " ")
 
 
 def table_md(frame: pd.DataFrame) -> str:
@@ -39,7 +44,7 @@ def _rel(path: Path, base: Path) -> str:
 def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence: dict[str, Path], sections: list[Section],
                     summary: pd.DataFrame, base: Path) -> str:
     kinds = ", ".join(f"{k} ({n})" for k, n in meta["kinds"].items())
-    out = [f"# {meta['title']}\n",
+    out = [f"# {_esc(meta['title'])}\n",
            f"Generated {now_iso()} by lmsat {__version__} from {', '.join(f'`{d}`' for d in meta['run_dirs'])}. "
            f"Records: {kinds}. Tables as CSV in `{meta['files']}/`. Every number is read from stored results.\n",
            "## Diagnosis\n"]
@@ -48,17 +53,17 @@ def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence:
     else:
         out.append("These run directories hold no model-level result, so there is no model to diagnose.\n")
     for m in diags:
-        out.append(f"### {m.model} — {m.overall}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
+        out.append(f"### {_esc(m.model)} — {_esc(m.overall)}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
         for f in m.findings:
-            out.append(f"**{f.topic}** ({f.status}). {f.verdict}\n")
+            out.append(f"**{_esc(f.topic)}** ({_esc(f.status)}). {_esc(f.verdict)}\n")
             out.append(table_md(pd.DataFrame({"evidence": list(f.numbers), "value": [fmt_cell(v) for v in f.numbers.values()]})))
             for c in f.caveats:
-                out.append(f"> {c}\n")
+                out.append(f"> {_esc(c)}\n")
         if m.model in evidence:
-            out.append(f"![evidence for {m.model}]({_rel(evidence[m.model], base)})\n")
+            out.append(f"![evidence for {_esc(m.model)}]({_rel(evidence[m.model], base)})\n")
         for c in m.caveats:
             if c != CONTESTED:
-                out.append(f"- Caveat: {c}")
+                out.append(f"- Caveat: {_esc(c)}")
         out.append("")
     out.append(f"> **Read with care.** {CONTESTED}\n")
     for sec in sections:
