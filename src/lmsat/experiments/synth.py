@@ -45,10 +45,9 @@ from lmsat.synth.generator import (
     svd_truncation_gaps,
 )
 
-KIND = "synth"
-KEY = "language"
+from lmsat.synth.truth import KEY, KIND, heldout_reference, language_for_corpus, language_record  # noqa: E402,F401  (one implementation)
 EOS_TOKEN = "<eos>"
-CORPUS, HELDOUT, TOKENIZER = "corpus", "heldout", "tokenizer"
+from lmsat.synth.truth import CORPUS, HELDOUT, TOKENIZER  # noqa: E402
 #: Matrices P and centred log P are stored in the record when C x V is at most this.
 STORE_MATRICES_MAX = 1 << 20
 #: svd_truncation_gap is computed for d = 0..min(C, V, this).
@@ -175,47 +174,6 @@ def truth_results(lang: Language, train: Sample, heldout: Sample) -> tuple[dict[
         arrays["probs"] = lang.probs
         arrays["logits"] = logits
     return results, arrays
-
-
-def language_record(folder: str | Path) -> Record | None:
-    """The truth record of the language written in ``folder`` (None if there is none)."""
-    return Store(folder).get(KIND, KEY)
-
-
-def language_for_corpus(source: str | Path) -> Record | None:
-    """The truth record of the language a corpus path belongs to (``DIR``, ``DIR/corpus`` or ``DIR/heldout``)."""
-    path = Path(source).expanduser()
-    for folder in (path, path.parent):
-        if folder.is_dir():
-            rec = language_record(folder)
-            if rec is not None:
-                return rec
-    return None
-
-
-def heldout_reference(source: str | Path, stream: np.ndarray, eos_id: int | None) -> np.ndarray | None:
-    """True -ln p of each position of a tokenised held-out stream of a language (NaN at eos positions).
-
-    ``source`` must be the ``heldout/`` folder (or a file in it) of a language written by
-    :func:`write_language`, and ``stream`` its tokens in file order with eos after each file
-    (as lmsat's loaders produce). Returns None when that is not the case, e.g. another
-    tokenizer, so callers fall back to the loss alone.
-    """
-    path = Path(source).expanduser()
-    folder = path if path.is_dir() else path.parent
-    if folder.name != HELDOUT:
-        return None
-    rec = language_record(folder.parent)
-    if rec is None or "heldout_neg_log_probs" not in rec.arrays:
-        return None
-    arrays = rec.load_arrays()
-    stream = np.asarray(stream)
-    words = stream != eos_id if eos_id is not None else np.ones(len(stream), dtype=bool)
-    if int(words.sum()) != len(arrays["heldout_tokens"]) or not np.array_equal(stream[words], arrays["heldout_tokens"]):
-        return None
-    out = np.full(len(stream), np.nan)
-    out[words] = arrays["heldout_neg_log_probs"]
-    return out
 
 
 def _clear(output: Path) -> None:

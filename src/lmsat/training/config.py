@@ -1,0 +1,104 @@
+"""Settings of one model's training (:class:`TrainConfig`) and its pure schedules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lmsat.errors import UserError
+from lmsat.training.schedule import warmup_cosine
+
+KIND = "train"
+ARCHS: tuple[str, ...] = ("gpt-neox", "llama")
+TRAIN_CONFIG = "train_config.json"
+METRICS = "metrics.jsonl"
+STATE_FILE = "training_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one model's training (see module docstring); ``hidden_size`` is d."""
+
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    arch: str = "gpt-neox"
+    seq_len: int = 64
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    eval_tokens: int = 16384
+    max_tokens: int | None = None
+    log_every: int = 10
+    device: str = "auto"
+
+    @property
+    def model_name(self) -> str:
+        """Folder name of the model: ``<arch>-d<hidden>-l<layers>`` (e.g. ``gpt-neox-d64-l2``)."""
+        return f"{self.arch}-d{self.hidden_size}-l{self.layers}"
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that determines the trained weights (the device is left out)."""
+        out = asdict(self)
+        out.pop("device")
+        return out
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for settings that cannot train."""
+        if self.arch not in ARCHS:
+            raise UserError(f"--arch must be one of {', '.join(ARCHS)} (got '{self.arch}').")
+        positive = {"--hidden-sizes": self.hidden_size, "--layers": self.layers, "--heads": self.heads, "--steps": self.steps,
+                    "--batch-size": self.batch_size, "--checkpoint-every": self.checkpoint_every,
+                    "--eval-tokens": self.eval_tokens, "--log-every": self.log_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise UserError(f"{name} must be >= 1 (got {value}).")
+        if self.hidden_size % self.heads:
+            raise UserError(
+                f"hidden size {self.hidden_size} is not divisible by --heads {self.heads}; "
+                "pick hidden sizes that are multiples of the number of heads."
+            )
+        if self.seq_len < 2:
+            raise UserError(f"--seq-len must be >= 2 (got {self.seq_len}).")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive number (got {self.lr}).")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UserError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio}).")
+        if not 0 <= self.warmup <= self.steps:
+            raise UserError(f"--warmup must be between 0 and --steps {self.steps} (got {self.warmup}).")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise UserError(f"--max-tokens must be >= 2 (got {self.max_tokens}).")
+        if self.weight_decay < 0 or self.grad_clip <= 0:
+            raise UserError(f"--weight-decay must be >= 0 and --grad-clip > 0 (got {self.weight_decay} and {self.grad_clip}).")
+
+
+# --- schedules (pure) -----------------------------------------------------------------------
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of update ``step`` (0-based): ``cfg.lr`` times :func:`warmup_cosine`
+    (linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr_ratio * lr``)."""
+    return cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+
+
+def checkpoint_steps(steps: int, every: int) -> list[int]:
+    """Pythia-like schedule: 0, the powers of two below ``every``, the multiples of ``every`` up to ``steps``, and ``steps``."""
+    out = {0, steps}
+    p = 1
+    while p < min(every, steps):
+        out.add(p)
+        p *= 2
+    out.update(range(every, steps + 1, every))
+    return sorted(out)
+

@@ -1,0 +1,145 @@
+"""The model of a family (GPT-NeoX or Llama config), its optimizer, and held-out evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lmsat.nn.head_inputs import capture_head_inputs, head_inputs_forward
+from lmsat.training.config import (
+    TrainConfig,
+)
+from lmsat.training.data import TrainingData
+
+# --- model ----------------------------------------------------------------------------------
+
+
+def rotary_fraction(head_dim: int) -> float:
+    """Pythia's 25% of each head's dimensions, raised so that at least 2 dimensions rotate."""
+    if head_dim < 2:
+        return 0.25
+    return min(1.0, max(0.25, 2.0 / head_dim))
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, eos_id: int | None) -> Any:
+    """The transformers config of one model of the family (see module docstring)."""
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    d = cfg.hidden_size
+    common = dict(
+        vocab_size=vocab_size, hidden_size=d, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+        max_position_embeddings=max(2048, cfg.seq_len), tie_word_embeddings=False, bos_token_id=eos_id,
+        eos_token_id=eos_id, initializer_range=0.02,
+    )
+    if cfg.arch == "gpt-neox":
+        return GPTNeoXConfig(**common, intermediate_size=4 * d, rotary_pct=rotary_fraction(d // cfg.heads),
+                             use_parallel_residual=True, hidden_dropout=0.0, attention_dropout=0.0,
+                             architectures=["GPTNeoXForCausalLM"])
+    return LlamaConfig(**common, intermediate_size=8 * (-(-8 * d // 3) // 8), num_key_value_heads=cfg.heads,
+                       architectures=["LlamaForCausalLM"])
+
+
+def build_model(cfg: TrainConfig, vocab_size: int, eos_id: int | None) -> Any:
+    """A freshly initialised model, weights drawn after ``torch.manual_seed(cfg.seed)``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    return AutoModelForCausalLM.from_config(model_config(cfg, vocab_size, eos_id))
+
+
+def count_params(model: Any) -> tuple[int, int]:
+    """(all parameters, parameters outside the input embedding and the LM head)."""
+    total = sum(p.numel() for p in model.parameters())
+    emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
+    return int(total), int(total - emb)
+
+
+def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
+    """AdamW, betas (0.9, 0.95); weight decay on parameters with >= 2 dimensions only."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    eval_loss: float  # mean -ln q over all held-out targets, nats/token
+    last_layer_anisotropy: float
+    head_singular_values: np.ndarray
+    reference_entropy: float | None = None  # mean true -ln p over the targets it is known for
+    gap: float | None = None  # mean (-ln q + ln p) over those same targets
+    gap_standard_error: float | None = None  # std(-ln q + ln p) / sqrt(n) over those targets
+
+    def as_json(self) -> dict[str, Any]:
+        from lmsat.measure.spectrum import effective_rank, singular_entropy
+
+        s = self.head_singular_values
+        return {
+            "eval_loss": self.eval_loss,
+            "reference_entropy": self.reference_entropy,
+            "gap": self.gap,
+            "gap_standard_error": self.gap_standard_error,
+            "last_layer_anisotropy": self.last_layer_anisotropy,
+            "head_singular_entropy": singular_entropy(s),
+            "head_effective_rank": effective_rank(s),
+            "head_singular_values": [float(x) for x in s],
+        }
+
+
+def evaluate(model: Any, data: TrainingData, batch_size: int, device: str) -> EvalResult:
+    """Held-out loss, the paired gap to the true entropy (when known), last-layer anisotropy, head spectrum.
+
+    The last layer is what the LM head sees, taken by the one head-inputs pass
+    (:mod:`lmsat.nn.head_inputs`), whose logits are the same forward's.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from lmsat.measure.anisotropy import AnisotropyAccumulator
+    from lmsat.measure.spectrum import singular_values
+
+    was_training = model.training
+    model.eval()
+    head = model.get_output_embeddings()
+    acc = AnisotropyAccumulator()
+    losses = []
+    with torch.inference_mode(), _autocast(device), capture_head_inputs(model) as captured:
+        for start in range(0, len(data.eval), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(data.eval[start : start + batch_size])).to(device)
+            h, out = head_inputs_forward(model, x[:, :-1], captured)
+            acc.update(h.float())
+            logits = out.logits.float()
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
+            losses.append(nll.reshape(x.shape[0], -1).double().cpu().numpy())
+    model.train(was_training)
+    nll = np.concatenate(losses)
+    result = EvalResult(eval_loss=float(nll.mean()), last_layer_anisotropy=acc.value,
+                        head_singular_values=singular_values(head.weight))
+    if data.eval_reference is not None:
+        known = np.isfinite(data.eval_reference)
+        if known.any():
+            diff = nll[known] - data.eval_reference[known]
+            result.reference_entropy = float(data.eval_reference[known].mean())
+            result.gap = float(diff.mean())
+            result.gap_standard_error = float(diff.std() / np.sqrt(diff.size))
+    return result
+
+
+def _autocast(device: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
