@@ -12,9 +12,6 @@ from lmsat.cli.show import print_table, say
 
 PANEL = "Checkpoints over training"
 
-LAG_VIEW = {"sign": "collapse sign", "n_runs": "runs", "n_both": "both", "n_rise_only": "rise only", "n_sign_only": "sign only",
-            "lag_mean": "lead (steps)", "lag_low": "lo", "lag_high": "hi", "precedes": "precedes", "ties": "ties"}
-
 
 @app.command(rich_help_panel=PANEL)
 def causality(
@@ -39,25 +36,18 @@ def causality(
 
     Example: lmsat causality runs/polypythias (after lmsat sweep --suite polypythias --sizes 14m,70m --seeds 1-9 -o runs/polypythias).
     """
-    import pandas as pd
-
     from lmsat.experiments.causality import Thresholds, run_causality
     from lmsat.figures.causality import plot_causality
+    from lmsat.report.causality import cooccurrence_frame, group_frame, lead_lag_frame
 
     t = Thresholds(max_rise=max_rise, min_entropy_rise=min_entropy_rise, rank_drop=rank_drop, min_anisotropy_rise=min_anisotropy_rise,
                    low_rank=low_rank, from_step=from_step, level=level, n_boot=n_boot)
     out = output if output is not None else run_dirs[0]
     record = run_causality(run_dirs, out, t)
     res = record.results
-    print_table(group_view(res["groups"]), title=f"Per group over seeds (mean +- sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
-    print_table(pd.DataFrame(res["lead_lag"])[list(LAG_VIEW)].rename(columns=LAG_VIEW),
-                title="Lead of each collapse sign over the loss rise, all runs", floats=1)
-    rows = []
-    for by, counts in res["cooccurrence"].items():
-        what = f"final eff. rank < {low_rank} d" if by == "low_rank" else f"eff. rank falls >= {rank_drop:.0%} of peak"
-        rows.append({"rank measure": what, "low & saturates": counts["low_and_saturates"], "low & no rise": counts["low_no_saturation"],
-                     "high & saturates": counts["high_and_saturates"], "high & no rise": counts["high_no_saturation"], "unknown": counts["unknown"]})
-    print_table(pd.DataFrame(rows), title=f"Co-occurrence (runs); saturates = final/best - 1 > {max_rise}")
+    print_table(group_frame(res), title=f"Per group over seeds (mean ± sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
+    print_table(lead_lag_frame(res), title="Lead of each collapse sign over the loss rise, all runs")
+    print_table(cooccurrence_frame(res), title=f"Co-occurrence (runs); saturates = final/best - 1 > {max_rise}")
     s = res["summary"]
     say(f"within runs: r(eff. rank, loss) = {_f(s['r_mean'])} [{_f(s['r_low'])}, {_f(s['r_high'])}]; detrended (differences) "
         f"{_f(s['r_detrended_mean'])} [{_f(s['r_detrended_low'])}, {_f(s['r_detrended_high'])}] (mean over runs, bootstrap interval)")
@@ -65,26 +55,6 @@ def causality(
         say(f"- {line}")
     fig = plot_causality(res, Path(out) / "figures" / "causality.png")
     say(f"record: {record.path}  tables: {Path(out) / 'causality_runs.csv'}, {Path(out) / 'causality_groups.csv'}  figure: {fig}")
-
-
-def group_view(groups: list[dict]) -> "pd.DataFrame":
-    """The group table in a terminal's width: mean +- sd and [interval] as text."""
-    import pandas as pd
-
-    def pm(g: dict, col: str, scale: float = 1.0, digits: int = 2) -> str:
-        m, s = g.get(f"{col}_mean"), g.get(f"{col}_sd")
-        if m is None:
-            return "-"
-        return f"{scale * m:.{digits}f}" + (f" +- {scale * s:.{digits}f}" if s is not None else "")
-
-    rows = []
-    for g in groups:
-        lead = "-" if g.get("lag_mean") is None else f"{g['lag_mean']:.0f} [{g['lag_low']:.0f}, {g['lag_high']:.0f}]"
-        rdiff = "-" if g.get("r_detrended_mean") is None else f"{g['r_detrended_mean']:+.2f} [{_f(g.get('r_detrended_low'))}, {_f(g.get('r_detrended_high'))}]"
-        rows.append({"group": g["group"], "seeds": g["n_seeds"], "saturate": g["saturating"], "collapse": g["collapsing"],
-                     "rise %": pm(g, "relative_rise", 100.0, 1), "rank/d": pm(g, "final_rank_fraction"), "lead": lead,
-                     "precedes": "-" if g.get("precedes") is None else f"{100 * g['precedes']:.0f}%", "r diff": rdiff})
-    return pd.DataFrame(rows)
 
 
 def _f(x: float | None) -> str:

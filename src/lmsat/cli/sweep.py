@@ -120,8 +120,9 @@ def sweep(
     models: SweepModels = None,
     data: Data = ...,  # type: ignore[assignment]
     output: Output = Path("lmsat-runs"),
-    suite: Annotated[Optional[str], typer.Option(help="Model suite: pythia or pythia-deduped (EleutherAI/pythia-<size>[-deduped]).", show_default=False)] = None,
-    sizes: Annotated[Optional[str], typer.Option(help="Suite sizes, comma-separated: 14m,31m,70m,160m,410m,1b,1.4b,2.8b,6.9b,12b (default: all).", show_default=False)] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Model suite: pythia, pythia-deduped (EleutherAI/pythia-<size>[-deduped]) or polypythias (EleutherAI/pythia-<size>-seed<N>, with --seeds).", show_default=False)] = None,
+    sizes: Annotated[Optional[str], typer.Option(help="Suite sizes, comma-separated: 14m,31m,70m,160m,410m,1b,1.4b,2.8b,6.9b,12b (default: all; polypythias: 14m..410m).", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="PolyPythias seeds (--suite polypythias): 1-9, or a list such as 0,1,2; 0 is the original Pythia run. Each record stores its seed.", show_default=False)] = None,
     revisions: Annotated[str, typer.Option("--revisions", "-r", help="Checkpoints: all (Pythia: the 154 published steps), log (step0,1,2,4..512), every:N, final, first, or names/steps such as step1000,2000; comma-separated, united.")] = "all",
     tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens in the sample shared by every checkpoint of a tokenizer (the study: 50,000).")] = 50_000,
     seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default: the shortest context of the models, at most 2048).", show_default=False)] = None,
@@ -155,11 +156,13 @@ def sweep(
     Then, from the records: OUTPUT/sweep.csv, OUTPUT/saturation.csv (best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps), OUTPUT/scaling_fit.csv when two or more models do not saturate, and OUTPUT/figures/fig1a, fig1b, fig3, fig4, fig5 (*.png).
 
     Example, on a GPU machine with hub access (all 154 checkpoints of Pythia-14m..410m): lmsat sweep --suite pythia --sizes 14m,31m,70m,160m,410m --revisions all --data hf:monology/pile-uncopyrighted --split validation -o runs/pythia
+
+    Seeds (PolyPythias, arXiv 2503.09543; then lmsat causality runs/polypythias): lmsat sweep --suite polypythias --sizes 14m,70m --seeds 1-9 --revisions all --data hf:monology/pile-uncopyrighted --split validation -o runs/polypythias
     """
     from lmsat.cli.options import corpus_spec
     from lmsat.experiments.saturation import DEFAULT_MAX_RISE, DEFAULT_MIN_ANISOTROPY_RISE, DEFAULT_MIN_ENTROPY_RISE
     from lmsat.experiments.sweep import SweepSettings, plan_sweep, run_sweep
-    from lmsat.loading.checkpoints import expand_sweep
+    from lmsat.loading.checkpoints import expand_sweep, parse_seeds
 
     from lmsat.cli import validate as v
 
@@ -180,7 +183,7 @@ def sweep(
         tokenizer=tokenizer,
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
-    sweep_models = expand_sweep(models or [], suite=suite, sizes=sizes, revisions=revisions)
+    sweep_models = expand_sweep(models or [], suite=suite, sizes=sizes, revisions=revisions, seeds=parse_seeds(seeds))
     if ray or ray_address:  # docs/distributed.md: one Ray task per checkpoint, records written by this driver
         summary, plan = _sweep_on_ray(sweep_models, corpus, output, settings, tps, n_params, ray_address, gpus_per_task, cpus_per_task)
     else:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.measure.saturation import best_final_rise
 from lmsat.measure.onsets import Interval, bootstrap_mean_ci, detrended_correlation, fall_onset, loss_rise_onset, pearson_ci, rise_onset
 from lmsat.store import Record, Store, atomic_write_csv
 
@@ -218,9 +219,7 @@ def run_row(run: Run, t: Thresholds) -> dict[str, Any]:
                            "hidden_size": run.hidden_size, "n_checkpoints": int(keep.sum())}
     if len(s) < 2:
         return row
-    b = int(np.argmin(loss))
-    row.update(best_step=int(s[b]), best_loss=float(loss[b]), final_step=int(s[-1]), final_loss=float(loss[-1]),
-               relative_rise=float(loss[-1] / loss[b] - 1.0))
+    row.update(best_final_rise(s, loss))
     row["saturates"] = bool(row["relative_rise"] > t.max_rise)
     onset = loss_rise_onset(s, loss, t.max_rise)
     row["loss_onset"] = onset.step if row["saturates"] else None

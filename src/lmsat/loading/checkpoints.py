@@ -35,7 +35,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,12 @@ PYTHIA_SIZES: tuple[str, ...] = ("14m", "31m", "70m", "160m", "410m", "1b", "1.4
 SUITES: dict[str, str] = {
     "pythia": "EleutherAI/pythia-{size}",
     "pythia-deduped": "EleutherAI/pythia-{size}-deduped",
+    "polypythias": "EleutherAI/pythia-{size}-seed{seed}",
 }
+#: PolyPythias (arXiv 2503.09543): 9 more seeds of the 5 smallest sizes, the same 154 revisions.
+#: Seed 0 here is the original Pythia run (EleutherAI/pythia-<size>, trained with seed 1234).
+POLYPYTHIAS_SIZES: tuple[str, ...] = ("14m", "31m", "70m", "160m", "410m")
+POLYPYTHIAS_SEEDS: tuple[int, ...] = tuple(range(1, 10))
 #: The 154 published Pythia checkpoints: step0, the powers of two 1..512, then every 1000 steps to 143000.
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))
 #: Pythia batch: 1024 sequences x 2048 tokens.
@@ -53,7 +58,10 @@ PYTHIA_TOKENS_PER_STEP = 2_097_152
 REVISION_SETS = ("all", "log", "final", "first", "every:N")
 TRAIN_CONFIG = "train_config.json"
 
-_PYTHIA_ID = re.compile(r"^EleutherAI/pythia-(?P<size>[0-9.]+[mb])(?P<deduped>-deduped)?$", re.IGNORECASE)
+_PYTHIA_ID = re.compile(
+    r"^EleutherAI/pythia-(?P<size>[0-9.]+[mb])(?P<deduped>-deduped)?(?:-(?:data-|weight-)?seed(?P<seed>\d+))?$", re.IGNORECASE
+)
+_SEED_NAME = re.compile(r"-(?:data-|weight-)?seed(?P<seed>\d+)$", re.IGNORECASE)
 _STEP_NAME = re.compile(r"^(?:step[-_]?|checkpoint[-_])(?P<step>\d+)$", re.IGNORECASE)
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -67,6 +75,7 @@ class Checkpoint:
     step: int
     source: str  # "hub" or "local"
     path: str | None = None  # the checkpoint folder, for local checkpoints
+    seed: int | None = None  # the training seed of the model (PolyPythias -seedN, lmsat train --seed), when known
 
     @property
     def key(self) -> str:
@@ -107,14 +116,59 @@ def short_name(model: str) -> str:
 # --- suites and revision sets ----------------------------------------------------------------
 
 
-def suite_models(suite: str, sizes: str | Sequence[str] | None = None) -> list[str]:
-    """Hub ids of a suite, in the order of ``sizes`` (all sizes, smallest first, when None).
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"1-9"`` -> [1, ..., 9]; ``"0,1,2"``, ``"1-3,7"`` likewise (sorted, unique); None -> None.
+
+    >>> parse_seeds("1-3,7")
+    [1, 2, 3, 7]
+    """
+    if text is None:
+        return None
+    out: set[int] = set()
+    for part in _split(text):
+        lo, dash, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise UserError(f"--seeds must be integers or ranges such as 1-9 or 0,1,2 (got '{text}').") from None
+        if a < 0 or b < a:
+            raise UserError(f"--seeds range '{part}' is empty or negative; write it low-high, e.g. 1-9.")
+        out.update(range(a, b + 1))
+    if not out:
+        raise UserError(f"--seeds is empty; give seeds such as 1-9 (got '{text}').")
+    return sorted(out)
+
+
+def model_seed(model: str) -> int | None:
+    """The training seed in a hub name: ``EleutherAI/pythia-70m-seed3`` -> 3; None when the name has none."""
+    m = _SEED_NAME.search(str(model).rstrip("/"))
+    return int(m.group("seed")) if m else None
+
+
+def suite_models(suite: str, sizes: str | Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
+    """Hub ids of a suite, in the order of ``sizes`` (all sizes, smallest first, when None), then ``seeds``.
+
+    ``polypythias`` takes ``seeds`` (default 1..9; seed 0 is the original ``EleutherAI/pythia-<size>``).
 
     >>> suite_models("pythia-deduped", "70m,1.4b")
     ['EleutherAI/pythia-70m-deduped', 'EleutherAI/pythia-1.4b-deduped']
+    >>> suite_models("polypythias", "14m", [0, 1, 2])
+    ['EleutherAI/pythia-14m', 'EleutherAI/pythia-14m-seed1', 'EleutherAI/pythia-14m-seed2']
     """
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}'; choose from {', '.join(SUITES)}.")
+    if suite == "polypythias":
+        wanted = _split(sizes) if sizes is not None else list(POLYPYTHIAS_SIZES)
+        bad = [s for s in wanted if s.lower() not in POLYPYTHIAS_SIZES]
+        if bad:
+            raise UserError(f"PolyPythias has no size '{bad[0]}'; its sizes are {', '.join(POLYPYTHIAS_SIZES)}.")
+        chosen = list(seeds) if seeds is not None else list(POLYPYTHIAS_SEEDS)
+        if any(s not in (0, *POLYPYTHIAS_SEEDS) for s in chosen):
+            raise UserError(f"PolyPythias seeds are 1-9 (0 = the original Pythia run); got {','.join(map(str, chosen))}.")
+        return [SUITES["pythia"].format(size=size.lower()) if seed == 0 else SUITES[suite].format(size=size.lower(), seed=seed)
+                for size in dict.fromkeys(wanted) for seed in chosen]
+    if seeds is not None:
+        raise UserError(f"--seeds applies to --suite polypythias (suite '{suite}' has one seed per size).")
     wanted = _split(sizes) if sizes is not None else list(PYTHIA_SIZES)
     if not wanted:
         raise UserError(f"--sizes is empty; give sizes such as 14m,70m (known: {', '.join(PYTHIA_SIZES)}).")
@@ -285,12 +339,14 @@ def local_model(name: str, folder: Path, revisions: str | Sequence[str]) -> Swee
     available = checkpoint_folders(folder)
     chosen = select_revisions(revisions, available, f"'{name}'")
     train = read_train_config(folder)
+    settings = (train.get("identity") or {}).get("settings") or {}
+    seed = settings.get("seed") if isinstance(settings.get("seed"), int) else None
     return SweepModel(
         model=name,
         source="local",
         path=str(folder.resolve()),
         checkpoints=[
-            Checkpoint(model=name, revision=rev, step=step, source="local", path=str((folder / rev).resolve()))
+            Checkpoint(model=name, revision=rev, step=step, source="local", path=str((folder / rev).resolve()), seed=seed)
             for rev, step in chosen
         ],
         tokens_per_step=_positive_int(train.get("tokens_per_step"), f"tokens_per_step in {folder / TRAIN_CONFIG}"),
@@ -342,7 +398,7 @@ def hub_model(repo: str, revisions: str | Sequence[str]) -> SweepModel:
         model=repo,
         source="hub",
         path=None,
-        checkpoints=[Checkpoint(model=repo, revision=rev, step=step, source="hub") for rev, step in chosen],
+        checkpoints=[Checkpoint(model=repo, revision=rev, step=step, source="hub", seed=model_seed(repo)) for rev, step in chosen],
         tokens_per_step=tokens_per_step,
     )
 
@@ -357,8 +413,11 @@ def expand_sweep(
     suite: str | None = None,
     sizes: str | None = None,
     revisions: str | Sequence[str] = "all",
+    seeds: Sequence[int] | None = None,
 ) -> list[SweepModel]:
     """Every model of the sweep, suite members first, each with its chosen checkpoints.
+
+    ``seeds`` picks PolyPythias seeds (``suite="polypythias"``); each checkpoint records its seed.
 
     ``models`` are hub ids or local folders (a folder of checkpoints, or a family
     of such folders). Nothing is downloaded or loaded, except the branch list of
@@ -366,7 +425,9 @@ def expand_sweep(
     """
     if sizes is not None and suite is None:
         raise UserError("--sizes needs --suite (e.g. --suite pythia --sizes 14m,70m).")
-    names: list[str] = suite_models(suite, sizes) if suite is not None else []
+    if seeds is not None and suite != "polypythias":
+        raise UserError("--seeds needs --suite polypythias (e.g. --suite polypythias --sizes 14m,70m --seeds 1-9).")
+    names: list[str] = suite_models(suite, sizes, seeds) if suite is not None else []
     names += [m for m in models if m not in names]
     if not names:
         raise UserError("nothing to sweep: give model folders or hub ids, or --suite pythia (with --sizes).")
@@ -379,6 +440,8 @@ def expand_sweep(
                 out.append(local_model(member, folder, revisions))
         elif looks_like_hub_id(name) and name.count("/") == 1 and not name.startswith("/"):
             out.append(hub_model(name, revisions))
+            if suite == "polypythias" and model_seed(name) is None:  # the original run is PolyPythias' seed 0
+                out[-1].checkpoints = [replace(c, seed=0) for c in out[-1].checkpoints]
         else:
             raise UserError(
                 f"'{name}' is neither an existing folder of checkpoints nor a Hugging Face id such as EleutherAI/pythia-70m."

@@ -129,11 +129,12 @@ def bootstrap_means(values: Sequence[float], n_boot: int = 10_000, seed: int = 0
 
 def bootstrap_mean_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> Interval:
     """Mean of ``values`` and its percentile bootstrap interval: the (1-level)/2 and (1+level)/2
-    quantiles of :func:`bootstrap_means`. With one value the interval is that value; with few
-    values (seeds) it is narrow-biased, as any bootstrap is (docs/causality.md)."""
+    quantiles of :func:`bootstrap_means`. With one value there is no interval (NaN bounds); with few
+    values (seeds) it is too narrow, as any bootstrap is (docs/causality.md)."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return Interval(math.nan, math.nan, math.nan, 0, level)
+    if x.size < 2:
+        m = float(x[0]) if x.size else math.nan
+        return Interval(m, math.nan, math.nan, int(x.size), level)
     means = bootstrap_means(x, n_boot, seed)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [a, 1.0 - a])
