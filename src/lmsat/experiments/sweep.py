@@ -545,33 +545,66 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
             if m.source == "hub":
                 before[m.model] = hub_cached_commits(m.model)
 
-    def load(job: tuple[SweepModel, Checkpoint]) -> LoadedCheckpoint:
-        return load_checkpoint(job[1], settings, plan.device)
+    # Per-checkpoint claims (Store.claim): processes sharing OUTPUT split the checkpoints, each measured once.
+    # A claim is taken on the loading thread before the load, and released once the record is written.
+    claims: dict[str, Any] = {}
 
+    def load(job: tuple[SweepModel, Checkpoint]) -> LoadedCheckpoint | None:
+        key = job[1].key
+        claim = store.claim(KIND, key)
+        if claim.__enter__():
+            done = store.get(KIND, key)  # the previous holder may have finished it
+            if done is None or (settings.retry_failed and done.results.get("status") != "ok" and key not in measured_here):
+                claims[key] = claim
+                return load_checkpoint(job[1], settings, plan.device)
+        claim.__exit__(None, None, None)
+        return None  # measured (or being measured) by another process
+
+    measured_here: set[str] = set()
     prefetcher = Prefetcher(todo, load, enabled=settings.prefetch)
-    for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo)):
-        results, arrays = checkpoint_results(outcome, plan.n_params[m.model], samples[m.model], settings, ckpt.key)
-        del outcome
-        results["duplicate_of"] = _duplicate_of(index, results["weights_hash"], ckpt.key)
-        results["wall_time_s"] = round(results["wall_time_s"], 4)
-        store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
-        if results["weights_hash"]:
-            index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
-        summary.measured += 1
-        if results["status"] != "ok":
-            summary.failed.append(ckpt.key)
-            if say:
-                say(f"failed: {ckpt.key}: {results['error']}")
-        if results["duplicate_of"]:
-            summary.duplicates.append((ckpt.key, results["duplicate_of"]))
-            if say:
-                say(f"duplicate weights: {ckpt.key} has the same weights as {results['duplicate_of']}")
-        if evict and m.source == "hub":
-            prefetcher.after(lambda m=m, ckpt=ckpt: _evict(m.model, ckpt.revision, before.get(m.model, set())))
-        if plan.device == "cuda":
-            torch.cuda.empty_cache()
+    try:
+        for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo)):
+            if outcome.value is None and outcome.error is None:
+                summary.skipped += 1
+                continue
+            try:
+                _measure_one(store, plan, settings, samples, index, summary, m, ckpt, outcome, say)
+            finally:
+                measured_here.add(ckpt.key)
+                claim = claims.pop(ckpt.key, None)
+                if claim is not None:
+                    claim.__exit__(None, None, None)
+            del outcome
+            if evict and m.source == "hub":
+                prefetcher.after(lambda m=m, ckpt=ckpt: _evict(m.model, ckpt.revision, before.get(m.model, set())))
+            if plan.device == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        for claim in list(claims.values()):  # interrupted: release the claim of a prefetched checkpoint
+            claim.__exit__(None, None, None)
     summary.wall_time_s = time.perf_counter() - t_start
     return summary
+
+
+def _measure_one(store: Store, plan: SweepPlan, settings: SweepSettings, samples: dict[str, TokenSample],
+                 index: dict[str, list[tuple[int, str]]], summary: SweepSummary, m: SweepModel, ckpt: Checkpoint,
+                 outcome: Outcome[LoadedCheckpoint], say: Callable[[str], None] | None) -> None:
+    """Measure one claimed checkpoint and write its record (failed ones too)."""
+    results, arrays = checkpoint_results(outcome, plan.n_params[m.model], samples[m.model], settings, ckpt.key)
+    results["duplicate_of"] = _duplicate_of(index, results["weights_hash"], ckpt.key)
+    results["wall_time_s"] = round(results["wall_time_s"], 4)
+    store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
+    if results["weights_hash"]:
+        index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
+    summary.measured += 1
+    if results["status"] != "ok":
+        summary.failed.append(ckpt.key)
+        if say:
+            say(f"failed: {ckpt.key}: {results['error']}")
+    if results["duplicate_of"]:
+        summary.duplicates.append((ckpt.key, results["duplicate_of"]))
+        if say:
+            say(f"duplicate weights: {ckpt.key} has the same weights as {results['duplicate_of']}")
 
 
 def _evict(repo: str, revision: str, keep: set[str]) -> None:
