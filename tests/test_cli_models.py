@@ -36,6 +36,10 @@ def test_anisotropy_and_head_on_tiny_neox_and_llama(cli, tiny_neox, tiny_llama, 
         model = AutoModelForCausalLM.from_pretrained(rec.inputs["model"])
         w = model.get_output_embeddings().weight.detach().double().numpy()
         np.testing.assert_allclose(rec.load_arrays()["singular_values"], np.linalg.svd(w, compute_uv=False), rtol=1e-9)
+        # the stored W-error curve: |W - W_k|_F / |W|_F of the truncated SVD, k = 0..d
+        u, sv, vt = np.linalg.svd(w, full_matrices=False)
+        direct = [np.linalg.norm(w - (u[:, :k] * sv[:k]) @ vt[:k]) / np.linalg.norm(w) for k in range(len(sv) + 1)]
+        np.testing.assert_allclose(rec.load_arrays()["w_error"], direct, atol=1e-9)
         assert rec.results["head"]["tied"] == (rec.inputs["model_type"] == "llama")
     assert (out / "figures" / "head_spectrum.png").exists() and (out / "figures" / "head_w_error.png").exists()
 
@@ -154,6 +158,6 @@ def test_records_are_json_with_schema_and_inputs(cli, tiny_neox, tmp_path):
     out = tmp_path / "run"
     assert cli("head", tiny_neox, "-o", out, "--dtype", "bfloat16").code == 0
     raw = json.loads(next((out / "head").glob("*.json")).read_text())
-    assert raw["schema"] == "lmsat.head/1"
+    assert raw["schema"] == "lmsat.head/2"  # 2: the W-error curve is stored with the spectrum
     assert raw["inputs"]["dtype"] == "bfloat16" and raw["inputs"]["device"] == "cpu"
-    assert raw["arrays"] == ["singular_values"]
+    assert raw["arrays"] == ["singular_values", "w_error"]

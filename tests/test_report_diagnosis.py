@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lmsat.kinds.ngram import NgramRecord
 from lmsat.report import diagnosis as dg
 from lmsat.store import Store
 
 # s^2 = 0.5, 0.3, 0.1, 0.05, 0.05 (|P|_F = 1): W-error(k) = sqrt(tail) = 1, .707, .447, .316, .224, 0
 # so the dimension at W-error 0.5 is 2 and at 0.1 is 5.
 S_SMALL = np.sqrt([0.5, 0.3, 0.1, 0.05, 0.05])
+# The W-error curves lmsat ngram-rank stores, worked by hand: k = 0..5 for the whole spectrum, k = 0..3 for its top 3.
+CURVE = np.sqrt([1.0, 0.5, 0.2, 0.1, 0.05, 0.0])
+CURVE_TOP3 = CURVE[:4]
+
+
+def ngram(store, key, inputs, results=None, curve=CURVE):
+    return store.put("ngram", key, inputs, results or {}, arrays={"singular_values": S_SMALL[: len(curve) - 1], "w_error": curve})
 
 
 @pytest.fixture
@@ -19,31 +27,31 @@ def store(tmp_path):
 
 
 def test_dimension_at_reads_the_w_error_curve(store):
-    rec = store.put("ngram", "c", {"corpus": "c"}, {}, arrays={"singular_values": S_SMALL})
-    assert dg.dimension_at(rec, 0.5) == (2, True)
-    assert dg.dimension_at(rec, 0.1) == (5, True)
-    assert dg.w_error_at(rec, 1) == pytest.approx(np.sqrt(0.5))
+    rec = NgramRecord.from_record(ngram(store, "c", {"corpus": "c"}))
+    assert rec.dimension_at(0.5) == (2, True)
+    assert rec.dimension_at(0.1) == (5, True)
+    assert rec.w_error_at_dim(1) == pytest.approx(np.sqrt(0.5))
     # Only the top 3 values known, |P|_F = 1: W-error(3) = sqrt(0.1) > 0.1, so dim(0.1) is only "> 3".
-    top = store.put("ngram", "top", {"corpus": "c"}, {"frobenius_norm": 1.0}, arrays={"singular_values": S_SMALL[:3]})
-    assert dg.dimension_at(top, 0.5) == (2, True)
-    assert dg.dimension_at(top, 0.1) == (3, False)
+    top = NgramRecord.from_record(ngram(store, "top", {"corpus": "c"}, {"frobenius_norm": 1.0}, CURVE_TOP3))
+    assert top.dimension_at(0.5) == (2, True)
+    assert top.dimension_at(0.1) == (3, False)
 
 
 def test_stored_dimensions_take_precedence_over_the_curve(store):
-    rec = store.put("ngram", "c", {"corpus": "c"}, {"dimensions": {"0.5": 7, "0.1": 40}}, arrays={"singular_values": S_SMALL})
-    assert dg.dimension_at(rec, 0.5) == (7, True) and dg.dimension_at(rec, 0.1) == (40, True)
+    rec = NgramRecord.from_record(ngram(store, "c", {"corpus": "c"}, {"dims_for_w_error": {"0.5": 7, "0.1": 40}}))
+    assert rec.dimension_at(0.5) == (7, True) and rec.dimension_at(0.1) == (40, True)
 
 
 @pytest.mark.parametrize("d, status", [(1, dg.BINDING), (2, dg.PARTIAL), (4, dg.PARTIAL), (5, dg.NOT_BINDING), (9, dg.NOT_BINDING)])
 def test_data_dimension_status_at_the_thresholds(store, d, status):
-    rec = store.put("ngram", "c", {"corpus": "corpus.txt", "n": 3}, {}, arrays={"singular_values": S_SMALL})
+    rec = ngram(store, "c", {"corpus": "corpus.txt", "n": 3})
     (f,) = dg.data_dimension_findings(d, [rec], None)
     assert f.status == status
     assert f.numbers["data dimension at W-error 0.5"] == 2 and f.numbers["data dimension at W-error 0.1"] == 5
 
 
 def test_unreached_threshold_counts_as_binding(store):
-    rec = store.put("ngram", "top", {"corpus": "c"}, {"frobenius_norm": 1.0}, arrays={"singular_values": S_SMALL[:1]})
+    rec = ngram(store, "top", {"corpus": "c"}, {"frobenius_norm": 1.0}, CURVE[:2])
     (f,) = dg.data_dimension_findings(3, [rec], None)  # W-error(1) = .707 > .5 and nothing beyond k = 1 is known
     assert f.status == dg.BINDING and f.numbers["data dimension at W-error 0.5"] == "> 1"
 
@@ -51,8 +59,8 @@ def test_unreached_threshold_counts_as_binding(store):
 def test_sweep_finding_names_saturation_collapse_and_jump(store):
     steps, loss = [0, 1000, 2000, 4000, 8000], [7.0, 4.0, 3.6, 3.75, 3.96]
     ent, aniso = [0.5, 0.4, 0.3, 2.5, 2.6], [0.1, 0.2, 0.4, 0.5, 0.97]
-    recs = [store.put("sweep", f"m@step{s}", {"model": "m", "revision": f"step{s}", "hidden_size": 64},
-                      {"cross_entropy": lo, "singular_entropy": e, "last_layer_anisotropy": a})
+    recs = [store.put("sweep", f"m@step{s}", {"model": "m", "revision": f"step{s}", "step": s},
+                      {"status": "ok", "cross_entropy": lo, "singular_entropy": e, "last_layer_anisotropy": a, "hidden_size": 64})
             for s, lo, e, a in zip(steps, loss, ent, aniso)]
     f = dg.sweep_finding("m", recs, None)
     n = f.numbers
@@ -97,7 +105,7 @@ def test_rank_probe_gap_at_d_and_rank_needed(store):
 
 
 def test_known_rank_decides_the_overall_status(store):
-    synth = store.put("synth", "lang", {"rank": 16}, {"rank": 16, "entropy": 2.0})
+    synth = store.put("synth", "lang", {"rank": 16}, {"rank": 16, "expected_entropy": 2.0})
     assert dg.known_rank_finding(8, synth).status == dg.BINDING
     assert dg.known_rank_finding(16, synth).status == dg.NOT_BINDING
     train = store.put("train", "m", {"model": "runs/m", "hidden_size": 8, "synth": "lang"}, {})
@@ -136,8 +144,7 @@ def test_language_is_linked_by_the_training_corpus_path(tmp_path):
 
 
 def test_ngram_of_another_vocabulary_is_not_compared(store):
-    ng = store.put("ngram", "c", {"corpus": {"source": "/d/lang/corpus"}, "tokenizer": {"vocab_size": 257, "fingerprint": "abc"}},
-                   {}, arrays={"singular_values": S_SMALL})
+    ng = ngram(store, "c", {"corpus": {"source": "/d/lang/corpus"}, "tokenizer": {"vocab_size": 257, "fingerprint": "abc"}})
     assert dg.same_vocabulary(ng, 49152, None) is False
     assert dg.same_vocabulary(ng, 257, None) is True and dg.same_vocabulary(ng, 320, None) is True  # padded embedding
     assert dg.same_vocabulary(ng, 257, "zzz") is False and dg.same_vocabulary(ng, None, None) is None

@@ -53,9 +53,8 @@ def anisotropy(
     (model, layer, depth in [0,1], anisotropy, mean norm) and OUTPUT/figures/anisotropy.png.
     Encoders (e.g. BERT) work too; their layers are measured the same way.
     """
-    from lmsat.experiments.anisotropy import anisotropy_table, run_anisotropy
-    from lmsat.figures.models import plot_anisotropy_by_depth
-    from lmsat.store import Store, atomic_write_csv
+    from lmsat.experiments.anisotropy import run_anisotropy
+    from lmsat.figures.outputs import refresh_anisotropy
 
     from lmsat.cli import validate as v
 
@@ -70,10 +69,8 @@ def anisotropy(
     v.check_seq_len_fits(specs, seq_len)
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     run_anisotropy(specs, corpus, output, n_tokens=tokens, seq_len=seq_len, seed=seed, batch_size=batch_size, force=force)
-    records = Store(output).records("anisotropy")
-    table = anisotropy_table(records)
-    atomic_write_csv(output / "anisotropy.csv", table)
-    fig = plot_anisotropy_by_depth(records, output / "figures" / "anisotropy.png")
+    outputs = refresh_anisotropy(output)
+    table, fig = outputs.frame, outputs.figures[0]
     for model_label_, rows in table.groupby(table["model"] + table["revision"].map(lambda r: f"@{r}" if r else ""), sort=False):
         print_table(rows[["layer", "depth", "anisotropy", "mean_norm"]], title=f"Anisotropy by layer: {model_label_}", floats=4)
     say(f"results: {output / 'anisotropy'}  table: {output / 'anisotropy.csv'}  figure: {fig}")
@@ -96,9 +93,8 @@ def head(
     effective rank exp(H(p)), and W-error at d/8, d/4, d/2. Saves all singular values
     (OUTPUT/head/<model>.npz), OUTPUT/head.csv and figures head_spectrum.png, head_w_error.png.
     """
-    from lmsat.experiments.head import head_table, run_head
-    from lmsat.figures.models import plot_head_spectrum, plot_head_w_error
-    from lmsat.store import Store, atomic_write_csv
+    from lmsat.experiments.head import run_head
+    from lmsat.figures.outputs import refresh_head
 
     from lmsat.cli import validate as v
 
@@ -107,11 +103,8 @@ def head(
     v.check_device(device)
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
     run_head(specs, output, force=force)
-    records = Store(output).records("head")
-    table = head_table(records)
-    atomic_write_csv(output / "head.csv", table)
-    f1 = plot_head_spectrum(records, output / "figures" / "head_spectrum.png")
-    f2 = plot_head_w_error(records, output / "figures" / "head_w_error.png")
+    outputs = refresh_head(output)
+    table, (f1, f2) = outputs.frame, outputs.figures
     print_transposed(
         table,
         label_columns=["model", "revision"],

@@ -1,17 +1,20 @@
-"""Layer-wise anisotropy of one or more models on one token sample (SPEC section 2.4, Fig. 2)."""
+"""Layer-wise anisotropy of one or more models on one token sample (docs/methods.md §1, study Fig. 2)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
 
 from lmsat.experiments.common import model_inputs, model_key
 from lmsat.experiments.representations import representation_pass
+from lmsat.kinds.anisotropy import AnisotropyRecord
 from lmsat.loading.corpus import CorpusSpec, check_corpus
-from lmsat.loading.models import ModelSpec, load_config, load_model, load_model_tokenizer
+from lmsat.loading.models import (
+    ModelSpec,
+    load_config,
+    load_model,
+    load_model_tokenizer,
+)
 from lmsat.loading.tokens import get_token_sample
 from lmsat.store import Record, Store
 
@@ -47,32 +50,15 @@ def run_anisotropy(
             continue
         loaded = load_model(spec, require_causal=False)
         result = representation_pass(loaded, sample, batch_size=batch_size, layers="all", description=f"anisotropy {spec.label}")
-        results: dict[str, Any] = {
-            "layers": [asdict(s) for s in result.layers],
-            "last_layer_anisotropy": result.layers[-1].anisotropy,
-            "cross_entropy": result.cross_entropy if loaded.is_causal else None,
-            "is_causal": loaded.is_causal,
-        }
-        records.append(store.put(KIND, key, model_inputs(loaded, sample, batch_size=batch_size), results))
+        rec = AnisotropyRecord(
+            key=key,
+            inputs=model_inputs(loaded, sample, batch_size=batch_size),
+            layers=[asdict(s) for s in result.layers],
+            last_layer_anisotropy=result.layers[-1].anisotropy,
+            cross_entropy=result.cross_entropy if loaded.is_causal else None,
+            is_causal=loaded.is_causal,
+        )
+        records.append(rec.put(store))
         del loaded
     return records
 
-
-def anisotropy_table(records: list[Record]) -> pd.DataFrame:
-    """One row per (model, layer): model, revision, layer, depth, anisotropy, mean_norm."""
-    rows = []
-    for rec in records:
-        for layer in rec.results["layers"]:
-            rows.append(
-                {
-                    "model": rec.inputs["model"],
-                    "revision": rec.inputs.get("revision"),
-                    "dtype": rec.inputs.get("dtype"),
-                    "layer": layer["layer"],
-                    "depth": layer["depth"],
-                    "anisotropy": layer["anisotropy"],
-                    "mean_norm": layer["mean_norm"],
-                    "token_sample": rec.inputs["token_sample"]["hash"],
-                }
-            )
-    return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""The LM head's singular spectrum, singular entropy, effective rank and W-error (SPEC 2.5, 2.7)."""
+"""The LM head's singular spectrum, singular entropy, effective rank and W-error (docs/methods.md §3, §4)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from lmsat.experiments.common import model_inputs, model_key
-from lmsat.loading.models import ModelSpec, load_config, load_model, lm_head_weight
-from lmsat.measure.spectrum import effective_rank, singular_entropy, singular_values, w_error_curve
+from lmsat.kinds.head import HeadRecord
+from lmsat.loading.models import ModelSpec, lm_head_weight, load_config, load_model
+from lmsat.measure.spectrum import (
+    effective_rank,
+    singular_entropy,
+    singular_values,
+    w_error_curve,
+)
 from lmsat.store import Record, Store
 
 KIND = "head"
@@ -51,18 +56,8 @@ def run_head(specs: list[ModelSpec], output: str | Path, force: bool = False) ->
         loaded = load_model(spec, require_causal=True)
         weight, info = lm_head_weight(loaded.model)
         s = singular_values(weight)
-        results = {**head_summary(s), "head": info}
-        records.append(store.put(KIND, key, model_inputs(loaded), results, arrays={"singular_values": s}))
+        rec = HeadRecord(key=key, inputs=model_inputs(loaded), **head_summary(s), head=info)
+        records.append(rec.put(store, arrays={"singular_values": s, "w_error": w_error_curve(s)}))
         del loaded
     return records
 
-
-def head_table(records: list[Record]) -> pd.DataFrame:
-    """One row per model: the scalar results of :func:`head_summary`."""
-    rows = []
-    for rec in records:
-        row = {"model": rec.inputs["model"], "revision": rec.inputs.get("revision"), "hidden_size": rec.inputs.get("hidden_size")}
-        row.update({k: v for k, v in rec.results.items() if not isinstance(v, (dict, list))})
-        row["tied"] = rec.results.get("head", {}).get("tied")
-        rows.append(row)
-    return pd.DataFrame(rows)

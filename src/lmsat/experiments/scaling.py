@@ -1,4 +1,4 @@
-"""Scaling-law extrapolation from stored sweep records (SPEC 2.2, study Fig. 1b).
+"""Scaling-law extrapolation from stored sweep records (docs/methods.md §6, study Fig. 1b).
 
 Chinchilla's form, with N parameters and T tokens seen (T = step x tokens per step)::
 
@@ -26,6 +26,7 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.scaling_fit import ScalingFitRecord
 from lmsat.loading.checkpoints import short_name
 from lmsat.store import Store, atomic_write_csv
 
@@ -245,7 +246,7 @@ def run_scaling_fit(
             "sweep_records": int(len(frame)),
             "lmsat_version": __version__,
         }
-        Store(output).put(KIND, FIT_KEY, inputs, _clean(summary))
+        ScalingFitRecord(key=FIT_KEY, inputs=inputs, **_clean(summary)).put(Store(output))
         atomic_write_csv(output / "scaling_fit.csv", table)
     return fit, table, summary
 

@@ -1,7 +1,7 @@
 """Figures of checkpoint sweeps (the study's Fig. 1a, 1b, 3, 4, 5), drawn from stored records only.
 
 Every function takes the per-checkpoint table of the sweep records
-(:func:`lmsat.experiments.saturation.checkpoint_table`, which only reads the
+(:func:`lmsat.kinds.sweep.frame`, which only reads the
 records) and, for Fig. 4, the records themselves (their stored singular values);
 Fig. 1b also takes the stored ``scaling_fit`` record's results.
 """
@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lmsat.experiments.saturation import usable
 from lmsat.figures.style import DPI, new_figure, save
+from lmsat.kinds.sweep import usable_rows as usable
 from lmsat.store import Record, atomic_savefig
 
 TOP_K = 100

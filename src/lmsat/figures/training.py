@@ -95,14 +95,15 @@ def plot_head_over_training(records: list[Record], path: str | Path, labels: dic
 
     ``labels`` maps a record's folder (``str(record.path)``) to its legend label (default: d).
     """
-    from lmsat.measure.spectrum import effective_rank
+    from lmsat.kinds.base import as_kind
+    from lmsat.kinds.train import TrainRecord
 
     fig, axes = new_figure(ncols=2)
     left, right = axes[0, 0], axes[0, 1]
     for rec in _by_hidden_size(records):
         arr = rec.load_arrays()
         d = rec.results["hidden_size"]
-        ranks = [effective_rank(s) / d for s in arr["head_singular_values"]]
+        ranks = as_kind(rec, TrainRecord).head_effective_rank() / d  # stored at training time (docs/methods.md §3)
         label = (labels or {}).get(str(rec.path), f"d={d}")
         left.plot(arr["checkpoint_steps"], ranks, marker="o", ms=2.5, label=label)
         right.plot(arr["checkpoint_steps"], arr["last_layer_anisotropy"], marker="o", ms=2.5, label=label)

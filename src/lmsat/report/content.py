@@ -1,10 +1,10 @@
 """What a report holds: sections of tables and figures, built from stored records only.
 
-Each section is drawn from the records of one or more kinds (anisotropy, head,
-sweep, saturation, scaling_fit, rank_probe(_ref), ngram, synth, train,
-downstream, and any other kind as a generic table). Figures are re-drawn from
-the stored numbers in lmsat's one plotting style and saved as PNG files in the
-report's companion folder; no measurement is recomputed.
+Each section is drawn from the records of one or more kinds, read through
+:mod:`lmsat.kinds` (each kind's own table; any kind not registered there is shown
+as a generic table). Figures are re-drawn from the stored numbers in lmsat's one
+plotting style and saved as PNG files in the report's companion folder; no
+measurement is recomputed.
 """
 
 from __future__ import annotations
@@ -17,14 +17,28 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from lmsat import kinds
+from lmsat.kinds import anisotropy as anisotropy_kind
+from lmsat.kinds import downstream as downstream_kind
+from lmsat.kinds import head as head_kind
+from lmsat.kinds import ngram as ngram_kind
+from lmsat.kinds import rank_probe as rank_probe_kind
+from lmsat.kinds import saturation as saturation_kind
+from lmsat.kinds import scaling_fit as scaling_fit_kind
+from lmsat.kinds import synth as synth_kind
+from lmsat.kinds import train as train_kind
+from lmsat.kinds.base import as_kind
+from lmsat.kinds.ngram import NgramRecord
+from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord
+from lmsat.kinds.sweep import SweepRecord
 from lmsat.report import diagnosis as dg
 from lmsat.store import Record
 
-# Kinds in the order the report shows them; any other kind present comes after, as a generic table.
-KNOWN_KINDS = ("synth", "train", "ngram", "anisotropy", "head", "sweep", "saturation", "scaling_fit",
-               "rank_probe", "rank_probe_ref", "downstream")
+# Kinds with their own section (every registered kind, lmsat.kinds.REGISTRY, in its order); any other
+# kind present comes after, as a generic table.
+KNOWN_KINDS = (*kinds.REGISTRY, "causality")
 # Intermediate records another kind summarises (the n-gram counts behind each ngram record): not shown.
-INTERMEDIATE_KINDS = ("ngram_counts",)
+INTERMEDIATE_KINDS = tuple(k.name for k in kinds.REGISTRY.values() if k.intermediate and k.name != "downstream")
 
 
 @dataclass
@@ -99,102 +113,6 @@ def generic_table(records: list[Record], input_fields: tuple[str, ...] = ("model
     return frame.dropna(axis=1, how="all") if len(frame) else frame
 
 
-def anisotropy_frame(records: list[Record]) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        for layer in rec.results.get("layers", []):
-            rows.append({"model": dg.model_name(rec.inputs), "revision": rec.inputs.get("revision"), "layer": layer["layer"],
-                         "depth": layer["depth"], "anisotropy": layer["anisotropy"], "mean_norm": layer.get("mean_norm")})
-    return pd.DataFrame(rows)
-
-
-def head_frame(records: list[Record]) -> pd.DataFrame:
-    cols = ("singular_entropy", "singular_entropy_linear", "max_singular_entropy", "effective_rank", "effective_rank_linear",
-            "w_error_d8", "w_error_d4", "w_error_d2")
-    rows = []
-    for rec in records:
-        row = {"model": dg.model_name(rec.inputs), "revision": rec.inputs.get("revision"), "d": dg.hidden_size_of(rec),
-               "V": (rec.results.get("head") or {}).get("vocab_rows")}
-        row.update({c: rec.results.get(c) for c in cols})
-        row["tied"] = (rec.results.get("head") or {}).get("tied")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def ngram_frame(records: list[Record]) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        d5, e5 = dg.dimension_at(rec, 0.5)
-        d1, e1 = dg.dimension_at(rec, 0.1)
-        row = {"corpus": dg._corpus_label(rec), "n": dg._first(rec.inputs, "n", "order"),
-               "tokenizer": dg._first(rec.inputs, "tokenizer", "tokenizer_name")}
-        for k in ("n_tokens", "n_contexts", "vocab_size", "frobenius_norm", "top_k"):
-            v = dg._first(rec.results, k)
-            if v is None:
-                v = dg._first(rec.inputs, k)
-            if v is not None and not isinstance(v, (dict, list)):
-                row[k] = v
-        row["dim at W-error 0.5"] = d5 if e5 else (f"> {d5}" if d5 is not None else None)
-        row["dim at W-error 0.1"] = d1 if e1 else (f"> {d1}" if d1 is not None else None)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def synth_frame(records: list[Record]) -> pd.DataFrame:
-    """The generator truth of each language: family, V, C, R and the entropies (nats/token)."""
-    cols = ("family", "vocab", "contexts", "rank", "order", "temperature", "seed", "n_tokens", "expected_entropy", "true_entropy",
-            "heldout_true_entropy", "unigram_entropy", "numerical_rank_logits", "numerical_rank_probs", "w_error_probs_at_rank")
-    rows = [{"language": rec.key, **{c: rec.results.get(c) for c in cols if c in rec.results}} for rec in records]
-    frame = pd.DataFrame(rows)
-    return frame.dropna(axis=1, how="all") if len(frame) else frame
-
-
-def train_frame(records: list[Record]) -> pd.DataFrame:
-    """One row per trained model: d, parameters, steps, held-out losses (nats/token) and the gap to the true entropy."""
-    cols = ("hidden_size", "n_params", "steps", "tokens", "final_eval_loss", "best_eval_loss", "best_step", "relative_rise",
-            "reference_entropy", "final_gap", "final_gap_standard_error", "best_gap", "final_head_effective_rank", "final_last_layer_anisotropy")
-    rows = [{"model": rec.key, **{c: rec.results.get(c) for c in cols if c in rec.results}} for rec in records]
-    frame = pd.DataFrame(rows)
-    if len(frame) and "hidden_size" in frame:
-        frame = frame.sort_values("hidden_size").reset_index(drop=True)
-    return frame.dropna(axis=1, how="all") if len(frame) else frame
-
-
-def sweep_frame(records: list[Record]) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        s = dg.sweep_series([rec])
-        rows.append({"model": dg.model_name(rec.inputs), "revision": rec.inputs.get("revision"),
-                     "step": s["step"][0] if len(s["step"]) else None,
-                     "loss": s["loss"][0] if len(s["loss"]) else None,
-                     "last_layer_anisotropy": s["last_layer_anisotropy"][0] if len(s["step"]) else None,
-                     "singular_entropy": s["singular_entropy"][0] if len(s["step"]) else None})
-    frame = pd.DataFrame(rows)
-    return frame.sort_values(["model", "step"]).reset_index(drop=True) if len(frame) else frame
-
-
-def rank_probe_frame(records: list[Record]) -> pd.DataFrame:
-    """Final runs of the rank probe (and references), as ``lmsat rank-probe`` tabulates them; search runs left out."""
-    rows = []
-    for rec in records:
-        res = rec.results
-        if res.get("stage", "final") != "final" and res.get("head") != "own":
-            continue
-        rows.append({
-            "model": dg.model_name(rec.inputs), "d": dg.hidden_size_of(rec), "head": res.get("head"),
-            "rank": dg._int(dg._first(res, "rank", "r")) or dg._int(dg._first(rec.inputs, "rank", "r")),
-            "lr": dg._first(res, "lr") if dg._first(res, "lr") is not None else rec.inputs.get("lr"),
-            "loss": dg._first(res, "loss", "val_loss", "validation_loss"),
-            "loss_se": res.get("loss_se"),
-            "accuracy": dg._first(res, "accuracy", "val_accuracy"),
-            "w_error": res.get("w_error"), "tokens_seen": res.get("tokens_seen"), "eval_tokens": res.get("eval_tokens"),
-        })
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        frame = frame.sort_values(["model", "rank"], na_position="last").reset_index(drop=True)
-    return frame.dropna(axis=1, how="all") if len(frame) else frame
-
-
 def diagnosis_frame(diags: list[dg.ModelDiagnosis]) -> pd.DataFrame:
     """One row per (model, finding): the verdict and status; the summary table of the report."""
     rows = []
@@ -210,20 +128,31 @@ def summary_frame(diags: list[dg.ModelDiagnosis]) -> pd.DataFrame:
     for m in diags:
         row: dict[str, Any] = {"model": m.model, "d": m.hidden_size}
         for f in m.findings:
-            if f.topic == "known rank":
-                row["known rank"] = f.numbers.get("generator rank")
-                if f.numbers.get("final gap to true entropy (nats/token)") is not None:
-                    row["gap to true entropy"] = f.numbers["final gap to true entropy (nats/token)"]
-            if f.topic == "data dimension" and "dim@0.5" not in row:
-                row["dim@0.5"] = f.numbers.get("data dimension at W-error 0.5")
-                row["dim@0.1"] = f.numbers.get("data dimension at W-error 0.1")
-            if f.topic == "rank probe":
-                row["probe rank needed"] = f.numbers.get(f"smallest rank within {dg.PROBE_TOLERANCE:.2g} nats of full rank")
-            if f.topic == "saturation over training":
-                row["loss rise"] = f.numbers.get("relative rise final/best - 1")
+            v = f.values
+            if f.id == dg.KNOWN_RANK:
+                row["known rank"] = v.get("generator_rank")
+                if v.get("final_gap") is not None:
+                    row["gap to true entropy"] = v["final_gap"]
+            if f.id == dg.DATA_DIMENSION and "dim@0.5" not in row:
+                row["dim@0.5"] = _dimension(v, "0.5")
+                row["dim@0.1"] = _dimension(v, "0.1")
+            if f.id == dg.RANK_PROBE:
+                row["probe rank needed"] = v.get("rank_needed")
+            if f.id == dg.SATURATION:
+                row["loss rise"] = v.get("relative_rise")
         row["bottleneck"] = m.overall
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _dimension(values: dict[str, Any], threshold: str) -> Any:
+    """A data-dimension finding's dimension at a threshold as shown: exact, "> k" when only bounded, "n/a" when unknown."""
+    if f"dim_{threshold}" not in values:  # the "no n-gram result" finding
+        return None
+    dim = values[f"dim_{threshold}"]
+    if dim is None:
+        return "n/a"
+    return dim if values[f"dim_{threshold}_exact"] else f"> {dim}"
 
 
 # --- figures ----------------------------------------------------------------------------------
@@ -266,10 +195,10 @@ def _models_d(diags: list[dg.ModelDiagnosis]) -> list[tuple[float, str]]:
 
 def ngram_figure(records: list[Record], diags: list[dg.ModelDiagnosis], path: Path) -> Path | None:
     series = []
-    for rec in records:
-        curve = dg.w_error_curve_of(rec)
+    for rec in (as_kind(r, NgramRecord) for r in records):
+        curve = rec.w_error_curve()
         if curve is not None:
-            series.append((f"{dg._corpus_label(rec)} (n={dg._first(rec.inputs, 'n', 'order') or '?'})", np.arange(len(curve)), curve))
+            series.append((f"{rec.corpus} (n={rec.n or '?'})", np.arange(len(curve)), curve))
     if not series:
         return None
     return _plot_lines(path, "Data dimension: W-error of the n-gram matrix", "dimension k of the best rank-k approximation",
@@ -278,21 +207,21 @@ def ngram_figure(records: list[Record], diags: list[dg.ModelDiagnosis], path: Pa
 
 
 def rank_probe_figure(probes: list[Record], refs: list[Record], diags: list[dg.ModelDiagnosis], path: Path) -> Path | None:
-    by_model: dict[str, list[Record]] = {}
-    for rec in probes:
-        by_model.setdefault(dg.model_name(rec.inputs), []).append(rec)
+    by_model: dict[str, list[RankProbeRecord]] = {}
+    for rec in (as_kind(r, RankProbeRecord) for r in probes):
+        by_model.setdefault(rec.model, []).append(rec)
     series, hlines = [], []
     for name, recs in sorted(by_model.items()):
-        pts = dg.rank_probe_points(recs)
+        pts = rank_probe_kind.points(recs)
         if pts:
             series.append((name, np.array([p[0] for p in pts], float), np.array([p[1] for p in pts], float)))
-    for rec in refs:
-        if rec.results.get("stage", "final") != "final" and rec.results.get("head") != "own":
+    for rec in (as_kind(r, RankProbeRefRecord) for r in refs):
+        if not rec.is_final:
             continue
-        loss = dg._num(dg._first(rec.results, "loss", "val_loss", "validation_loss"))
+        loss = rec.validation_loss
         if loss is not None:
-            what = "own head" if rec.results.get("head") == "own" else "full rank"
-            hlines.append((loss, f"{what} ({dg.model_name(rec.inputs)})"))
+            what = "own head" if rec.head == "own" else "full rank"
+            hlines.append((loss, f"{what} ({rec.model})"))
     if not series:
         return None
     return _plot_lines(path, "Rank-constrained heads on frozen representations", "rank r of the head W = AB",
@@ -306,13 +235,13 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
     panels: list[Callable[[Any], None]] = []
     d = diag.hidden_size
     for f in diag.findings:
-        recs = [by_key[s] for s in f.sources if s in by_key]
-        if f.topic == "data dimension" and recs:
+        recs = [_typed(by_key[s]) for s in f.sources if s in by_key]
+        if f.id == dg.DATA_DIMENSION and recs:
             rec = recs[0]
-            curve = dg.w_error_curve_of(rec)
+            curve = rec.w_error_curve()
 
-            def panel(ax: Any, curve: np.ndarray = curve, rec: Record = rec) -> None:
-                ax.plot(np.arange(len(curve)), curve, label=dg._corpus_label(rec))
+            def panel(ax: Any, curve: np.ndarray = curve, rec: NgramRecord = rec) -> None:
+                ax.plot(np.arange(len(curve)), curve, label=rec.corpus)
                 for y in dg.W_ERROR_THRESHOLDS:
                     ax.axhline(y, ls=":", lw=1, color="0.4")
                 if d is not None:
@@ -322,23 +251,23 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
 
             if curve is not None:
                 panels.append(panel)
-        elif f.topic == "head spectrum" and recs:
-            s = recs[0].load_arrays().get("singular_values")
+        elif f.id == dg.HEAD_SPECTRUM and recs:
+            s = recs[0].singular_values()
             if s is not None:
                 def panel(ax: Any, s: np.ndarray = s) -> None:
                     ax.plot(np.arange(1, len(s) + 1), s / s[0])
                     ax.set_yscale("log")
                     ax.set(xlabel="index i", ylabel="s_i / s_1", title="Head singular spectrum")
                 panels.append(panel)
-        elif f.topic == "last-layer anisotropy" and recs:
-            layers = recs[0].results.get("layers", [])
+        elif f.id == dg.ANISOTROPY and recs:
+            layers = recs[0].layers or []
 
             def panel(ax: Any, layers: list = layers) -> None:
                 ax.plot([x["depth"] for x in layers], [x["anisotropy"] for x in layers], marker="o", ms=3)
                 ax.set(xlabel="normalised depth", ylabel="anisotropy", title="Anisotropy by layer", ylim=(min(-0.05, ax.get_ylim()[0]), 1.02))
             panels.append(panel)
-        elif f.topic == "saturation over training" and recs:
-            s = dg.sweep_series(recs)
+        elif f.id == dg.SATURATION and recs:
+            s = dg.sweep_series([r for r in recs if isinstance(r, SweepRecord)])
 
             def panel(ax: Any, s: dict = s, f: dg.Finding = f) -> None:
                 ok = np.isfinite(s["loss"])
@@ -349,19 +278,19 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
                     okc = np.isfinite(s[col])
                     if okc.any():
                         ax2.plot(s["step"][okc], s[col][okc], ls="--", color=c, label=col.replace("_", " "))
-                for key, c in (("best step", "C0"), ("spectrum-collapse step", "C1")):
-                    if f.numbers.get(key) is not None:
-                        ax.axvline(f.numbers[key], color=c, lw=0.8, ls=":")
+                for key, c in (("best_step", "C0"), ("collapse_step", "C1")):
+                    if f.values.get(key) is not None:
+                        ax.axvline(f.values[key], color=c, lw=0.8, ls=":")
                 h1, l1 = ax.get_legend_handles_labels()
                 h2, l2 = ax2.get_legend_handles_labels()
                 ax.legend(h1 + h2, l1 + l2)
             panels.append(panel)
-        elif f.topic == "rank probe":
+        elif f.id == dg.RANK_PROBE:
             pts = dg.rank_probe_points(recs)
 
             def panel(ax: Any, pts: list = pts, f: dg.Finding = f) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4)
-                full = next((v for k, v in f.numbers.items() if k.startswith("loss of ")), None)
+                full = f.values.get("reference_loss")
                 if full is not None:
                     ax.axhline(full, ls=":", color="0.4", label="full rank")
                 if d is not None:
@@ -384,6 +313,10 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
     return save(fig, path)
 
 
+def _typed(rec: Record) -> Any:
+    return kinds.typed(rec) if rec.kind in kinds.REGISTRY else rec
+
+
 # --- sections ---------------------------------------------------------------------------------
 
 
@@ -393,6 +326,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
 
     sections: list[Section] = []
     r = records
+    t = {k: [kinds.typed(x) for x in recs] for k, recs in records.items() if k in kinds.REGISTRY}  # typed views
 
     if r.get("synth") or r.get("train"):
         sec = Section("ground-truth", "Ground truth: synthetic languages and trained models",
@@ -401,22 +335,22 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         from lmsat.figures.training import plot_gap_vs_hidden_size, plot_training_curves, plot_true_spectra
 
         if r.get("synth"):
-            languages = {f"{rec.results.get('family', rec.key)} R={rec.results.get('rank')}": rec for rec in r["synth"]}
+            languages = {f"{typed.family or typed.key} R={typed.exact_rank}": rec for rec, typed in zip(r["synth"], t["synth"])}
             if all("singular_values_probs" in rec.arrays for rec in r["synth"]):
                 sec.figures.append(Figure("fig-true-spectra", "True spectra", plot_true_spectra(languages, folder / "true_spectra.png"),
                                           "Singular values of each language's P and of its row-centred log P (the logits), rank R marked."))
-            sec.tables.append(Table("synth", "Synthetic languages (generator truth)", synth_frame(r["synth"])))
+            sec.tables.append(Table("synth", "Synthetic languages (generator truth)", synth_kind.table(t["synth"])))
         if r.get("train"):
             trains = [rec for rec in r["train"] if "checkpoint_steps" in rec.arrays]
             if trains:
                 sec.figures.append(Figure("fig-training", "Training curves", plot_training_curves(trains, folder / "training_loss.png"),
                                           "Held-out loss of each trained model at every checkpoint; dashed: the language's true entropy."))
-                if any(rec.results.get("final_gap") is not None for rec in trains):
-                    rank = next((rec.results.get("rank") for rec in r.get("synth", [])), None)
+                if any(as_kind(rec, train_kind.TrainRecord).final_gap is not None for rec in trains):
+                    rank = next((lang.exact_rank for lang in t.get("synth", [])), None)
                     sec.figures.append(Figure("fig-gap", "Gap to the true entropy",
                                               plot_gap_vs_hidden_size({"models": trains}, folder / "training_gap.png", rank=rank),
                                               "Final and best held-out loss minus the true entropy, vs hidden size d; dashed: the true rank R."))
-            sec.tables.append(Table("train", "Trained models", train_frame(r["train"])))
+            sec.tables.append(Table("train", "Trained models", train_kind.table(t["train"])))
         sections.append(sec)
 
     if r.get("ngram"):
@@ -427,7 +361,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         p = ngram_figure(r["ngram"], diags, folder / "ngram_w_error.png")
         if p:
             sec.figures.append(Figure("fig-ngram", "n-gram W-error", p, "W-error of each corpus's n-gram matrix vs dimension k."))
-        sec.tables.append(Table("ngram", "Data dimension per corpus", ngram_frame(r["ngram"])))
+        sec.tables.append(Table("ngram", "Data dimension per corpus", ngram_kind.table(t["ngram"])))
         sections.append(sec)
 
     if r.get("anisotropy"):
@@ -436,7 +370,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
                       "(0 = isotropic, 1 = all in one direction); depth 0 is the embedding output, 1 the last layer (study Fig. 2).")
         p = plot_anisotropy_by_depth(r["anisotropy"], folder / "anisotropy.png")
         sec.figures.append(Figure("fig-anisotropy", "Anisotropy by depth", p, "Anisotropy vs normalised layer depth, one line per model."))
-        sec.tables.append(Table("anisotropy", "Anisotropy per layer", anisotropy_frame(r["anisotropy"])))
+        sec.tables.append(Table("anisotropy", "Anisotropy per layer", anisotropy_kind.table(t["anisotropy"])))
         sections.append(sec)
 
     if r.get("head"):
@@ -450,7 +384,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
                                       "Normalised singular values s_i / s_1 (log scale)."))
             sec.figures.append(Figure("fig-head-w-error", "Head W-error", plot_head_w_error(heads, folder / "head_w_error.png"),
                                       "W-error of the best rank-r approximation of the head vs r."))
-        sec.tables.append(Table("head", "LM-head spectrum summary", head_frame(r["head"])))
+        sec.tables.append(Table("head", "LM-head spectrum summary", head_kind.table(t["head"])))
         sections.append(sec)
 
     if r.get("sweep") or r.get("saturation") or r.get("scaling_fit"):
@@ -459,11 +393,11 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
                       "rises after its minimum (relative rise = final / best - 1). Scaling fit: L(N, T) = E + A / N^alpha + B / T^beta "
                       "(study Fig. 1, 3, 4, 5).")
         if r.get("sweep"):
-            from lmsat.experiments.saturation import checkpoint_table
             from lmsat.figures.sweep import draw_sweep_figures
+            from lmsat.kinds import sweep as sweep_kind
 
-            fit = r["scaling_fit"][0].results if r.get("scaling_fit") else None
-            drawn = draw_sweep_figures(checkpoint_table(r["sweep"]), r["sweep"], fit, folder)
+            fit = t["scaling_fit"][0].results() if t.get("scaling_fit") else None
+            drawn = draw_sweep_figures(sweep_kind.frame(t["sweep"]), r["sweep"], fit, folder)
             captions = {"fig1a": "Loss vs training step (study Fig. 1a); stars: best checkpoints.",
                         "fig1b": "Loss vs compute 6NT with the fitted scaling law (study Fig. 1b).",
                         "fig3": "Loss over training coloured by last-layer anisotropy (study Fig. 3).",
@@ -473,11 +407,11 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
                 if fid == "fig1b" and fit is None:
                     continue
                 sec.figures.append(Figure(f"fig-{fid}", captions[fid].split(" (")[0], path, captions[fid]))
-            sec.tables.append(Table("sweep", "Checkpoints", sweep_frame(r["sweep"])))
+            sec.tables.append(Table("sweep", "Checkpoints", sweep_kind.table(t["sweep"])))
         if r.get("saturation"):
-            sec.tables.append(Table("saturation", "Saturation per model", generic_table(r["saturation"], ("model",))))
+            sec.tables.append(Table("saturation", "Saturation per model", saturation_kind.table(t["saturation"])))
         if r.get("scaling_fit"):
-            sec.tables.append(Table("scaling_fit", "Scaling-law fit", generic_table(r["scaling_fit"], ())))
+            sec.tables.append(Table("scaling_fit", "Scaling-law fit", scaling_fit_kind.table(t["scaling_fit"])))
         sections.append(sec)
 
     if r.get("rank_probe") or r.get("rank_probe_ref"):
@@ -488,14 +422,23 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         if p:
             sec.figures.append(Figure("fig-rank-probe", "Rank probe", p, "Validation loss vs rank r; dashed: hidden sizes d."))
         if r.get("rank_probe"):
-            sec.tables.append(Table("rank_probe", "Rank-probe results", rank_probe_frame(r["rank_probe"])))
+            sec.tables.append(Table("rank_probe", "Rank-probe results", rank_probe_kind.table(t["rank_probe"])))
         if r.get("rank_probe_ref"):
-            sec.tables.append(Table("rank_probe_ref", "References: full-rank trained head and the model's own head", rank_probe_frame(r["rank_probe_ref"])))
+            sec.tables.append(Table("rank_probe_ref", "References: full-rank trained head and the model's own head", rank_probe_kind.table(t["rank_probe_ref"])))
         sections.append(sec)
 
-    if r.get("downstream"):
-        sections.append(Section("downstream", "Downstream evaluation", "Zero-shot lm-evaluation-harness tasks per checkpoint (study Table 1).",
-                                tables=[Table("downstream", "Downstream tasks", generic_table(r["downstream"], ("model", "revision")))]))
+    if r.get("downstream") or r.get("downstream_table"):
+        sec = Section("downstream", "Downstream evaluation", "Zero-shot lm-evaluation-harness tasks per checkpoint (study Table 1).")
+        if r.get("downstream_table"):
+            sec.tables.append(Table("downstream_table", "Downstream tasks: best vs final checkpoint", downstream_kind.table(t["downstream_table"])))
+        if r.get("downstream"):
+            sec.tables.append(Table("downstream", "Downstream tasks", generic_table(r["downstream"], ("model", "revision"))))
+        sections.append(sec)
+
+    if r.get("causality"):
+        from lmsat.report.causality import causality_sections
+
+        sections += causality_sections(r["causality"], folder)
 
     others = sorted(k for k in r if k not in KNOWN_KINDS and k not in INTERMEDIATE_KINDS and r[k])
     for kind in others:

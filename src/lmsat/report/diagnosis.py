@@ -1,11 +1,12 @@
 """Per-model diagnosis: from stored records to findings, each with its evidence and caveats.
 
-Pure: it reads records (and their stored arrays) and never recomputes a
-measurement. Each :class:`Finding` says one thing about one model in plain
-words, with the numbers behind it (``numbers``), the records it rests on
-(``sources``) and what could make it wrong (``caveats``).
+Pure: it reads records through their kinds (:mod:`lmsat.kinds`: typed fields,
+never guessed names) and never recomputes a measurement. Each :class:`Finding`
+says one thing about one model in plain words, with the numbers behind it
+(``values``, keyed by stable ids; ``numbers``, the same with display labels),
+the records it rests on (``sources``) and what could make it wrong (``caveats``).
 
-Findings, in the study's terms (SPEC sections 2.1-2.8):
+Findings, in the study's terms (docs/methods.md):
 
 * **data dimension**: the model's hidden size d against the dimension at which
   the data's n-gram matrix P reaches W-error 0.5 and 0.1
@@ -35,12 +36,25 @@ study's figures, not values the study defines.
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lmsat import kinds
+from lmsat.kinds.anisotropy import AnisotropyRecord
+from lmsat.kinds.base import as_kind, integer, number
+from lmsat.kinds.common import model_name
+from lmsat.kinds.head import HeadRecord
+from lmsat.kinds.ngram import NgramRecord
+from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord
+from lmsat.kinds.rank_probe import points as probe_points
+from lmsat.kinds.saturation import SaturationRecord
+from lmsat.kinds.sweep import SweepRecord
+from lmsat.kinds.sweep import series as sweep_series_of
+from lmsat.kinds.synth import SynthRecord
+from lmsat.kinds.train import TrainRecord
 from lmsat.store import Record
 
 # W-error thresholds at which the data's dimension is read (the study: "halves", "negligible").
@@ -64,21 +78,26 @@ CONTESTED = (
     "as consistent with a bottleneck, not as proof of one."
 )
 
-_CHECKPOINT_DIR = re.compile(r"(?:step[-_]?|checkpoint-)\d+")
-
 BINDING, PARTIAL, NOT_BINDING, INFO, UNKNOWN = "binding", "partly binding", "not binding", "info", "inconclusive"
+
+# Stable ids of the findings (their display titles may change; code keys on these).
+DATA_DIMENSION, KNOWN_RANK, HEAD_SPECTRUM, ANISOTROPY, SATURATION, RANK_PROBE = (
+    "data_dimension", "known_rank", "head_spectrum", "last_layer_anisotropy", "saturation", "rank_probe")
+FINDINGS = (DATA_DIMENSION, KNOWN_RANK, HEAD_SPECTRUM, ANISOTROPY, SATURATION, RANK_PROBE)
 
 
 @dataclass
 class Finding:
     """One statement about one model, with its evidence."""
 
-    topic: str
+    topic: str  # display title
     status: str  # binding / partly binding / not binding / info / inconclusive
     verdict: str  # one plain-language sentence
-    numbers: dict[str, Any] = field(default_factory=dict)
+    numbers: dict[str, Any] = field(default_factory=dict)  # display label -> value (rendered as the evidence table)
     sources: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) of the records used
     caveats: list[str] = field(default_factory=list)
+    id: str = ""  # stable id of the finding: one of FINDINGS
+    values: dict[str, Any] = field(default_factory=dict)  # stable id -> value (what code reads)
 
 
 @dataclass
@@ -93,7 +112,7 @@ class ModelDiagnosis:
     @property
     def overall(self) -> str:
         """The generator's exact rank when known (ground truth), else the most severe judging status."""
-        known = [f.status for f in self.findings if f.topic == "known rank"]
+        known = [f.status for f in self.findings if f.id == KNOWN_RANK]
         if known:
             return known[0]
         statuses = [f.status for f in self.findings]
@@ -103,102 +122,7 @@ class ModelDiagnosis:
         return UNKNOWN
 
 
-# --- reading records --------------------------------------------------------------------------
-
-
-def model_name(inputs: dict[str, Any]) -> str:
-    """The model's display name from a record's inputs (no revision): last path part or GGUF stem."""
-    from pathlib import PurePath
-
-    if inputs.get("gguf_file"):
-        return PurePath(str(inputs["gguf_file"])).stem
-    name = str(inputs.get("model") or inputs.get("name") or "?").rstrip("/")
-    parts = [p for p in name.split("/") if p]
-    # A checkpoint folder (``fam/model/step400``, as lmsat train writes) is the model at that step.
-    if len(parts) > 1 and _CHECKPOINT_DIR.fullmatch(parts[-1]):
-        parts = parts[:-1]
-    return parts[-1] if parts else name
-
-
-def hidden_size_of(rec: Record) -> int | None:
-    for src in (rec.inputs, rec.results):
-        for key in ("hidden_size", "d", "d_model"):
-            value = src.get(key)
-            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-                return int(value)
-    return None
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _first(d: dict[str, Any], *names: str) -> Any:
-    for n in names:
-        if n in d and d[n] is not None:
-            return d[n]
-    return None
-
-
-def w_error_curve_of(rec: Record) -> np.ndarray | None:
-    """The W-error curve k = 0..K of an n-gram (or head) record: stored curve, else from stored singular values."""
-    from lmsat.measure.spectrum import w_error_curve
-
-    arrays = rec.load_arrays()
-    for name in ("w_error", "w_error_curve"):
-        if name in arrays:
-            return np.asarray(arrays[name], dtype=np.float64)
-    for name in ("singular_values", "s"):
-        if name in arrays and len(arrays[name]):
-            frob = _num(_first(rec.results, "frobenius_norm", "frob_norm", "fro_norm"))
-            return w_error_curve(arrays[name], frob)
-    curve = rec.results.get("w_error_curve") or rec.results.get("w_error")
-    if isinstance(curve, list) and curve:
-        return np.asarray(curve, dtype=np.float64)
-    return None
-
-
-def dimension_at(rec: Record, threshold: float) -> tuple[int | None, bool]:
-    """(dimension, exact) at which a record's data reaches W-error <= threshold.
-
-    Uses the stored value when the record has one (``dim_w_error_0.5`` style keys or a
-    ``dimensions`` mapping), else reads the stored curve. ``exact`` is False when the
-    curve ends above the threshold: the dimension is then only known to exceed its length.
-    """
-    res = rec.results
-    dims = res.get("dims_for_w_error") or res.get("dimensions") or {}
-    if isinstance(dims, dict):
-        for k, v in dims.items():
-            if _num(k) is not None and abs(float(k) - threshold) < 1e-9:
-                if v is None:
-                    break
-                return int(v), True
-    for key in (f"dim_w_error_{threshold}", f"dim_at_{threshold}", f"d_{threshold}"):
-        if res.get(key) is not None:
-            return int(res[key]), True
-    curve = w_error_curve_of(rec)
-    if curve is None:
-        return None, False
-    hits = np.nonzero(curve <= threshold + 1e-12)[0]
-    if len(hits):
-        return int(hits[0]), True
-    return len(curve) - 1, False
-
-
-def w_error_at(rec: Record, d: int) -> float | None:
-    curve = w_error_curve_of(rec)
-    if curve is None:
-        return None
-    return float(curve[min(d, len(curve) - 1)]) if d < len(curve) else float(curve[-1]) if curve[-1] == 0 else None
-
-
-# --- findings ---------------------------------------------------------------------------------
+# --- formatting -------------------------------------------------------------------------------
 
 
 def _fmt(x: Any) -> str:
@@ -207,20 +131,26 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def data_dimension_findings(d: int, ngram_records: list[Record], checked: list[bool | None] | None = None) -> list[Finding]:
-    """d against each corpus's n-gram dimension at W-error 0.5 and 0.1 (SPEC 2.7).
+# --- findings ---------------------------------------------------------------------------------
+
+
+def data_dimension_findings(d: int, ngram_records: Sequence[NgramRecord | Record],
+                            checked: list[bool | None] | None = None) -> list[Finding]:
+    """d against each corpus's n-gram dimension at W-error 0.5 and 0.1 (docs/methods.md §9).
 
     ``checked[i]`` says whether record i's tokenizer is known to be the model's (None: unknown).
     """
     out = []
     hi, lo = W_ERROR_THRESHOLDS
-    for i, rec in enumerate(ngram_records):
-        dim_hi, exact_hi = dimension_at(rec, hi)
-        dim_lo, exact_lo = dimension_at(rec, lo)
+    for i, rec in enumerate(as_kind(r, NgramRecord) for r in ngram_records):
+        dim_hi, exact_hi = rec.dimension_at(hi)
+        dim_lo, exact_lo = rec.dimension_at(lo)
         if dim_hi is None:
             continue
-        corpus = _corpus_label(rec)
-        err_at_d = w_error_at(rec, d)
+        corpus = rec.corpus
+        err_at_d = rec.w_error_at_dim(d)
+        values = {"hidden_size": d, "dim_0.5": dim_hi, "dim_0.5_exact": exact_hi, "dim_0.1": dim_lo, "dim_0.1_exact": exact_lo,
+                  "w_error_at_d": err_at_d}
         numbers: dict[str, Any] = {
             "hidden size d": d,
             f"data dimension at W-error {hi}": dim_hi if exact_hi else f"> {dim_hi}",
@@ -248,8 +178,7 @@ def data_dimension_findings(d: int, ngram_records: list[Record], checked: list[b
                 "on this data the head's rank is not the limit."
             )
         caveats = []
-        n_tokens = _num(_first(rec.inputs, "n_tokens", "tokens", "max_tokens")) or _num(_first(rec.results, "n_tokens", "tokens"))
-        n_ctx = _num(_first(rec.results, "n_contexts", "contexts", "rows"))
+        n_tokens, n_ctx = integer(rec.n_tokens), integer(rec.n_contexts)
         caveats.append(
             "The n-gram dimension depends on the corpus size and on n: rare contexts seen once add noisy directions, "
             "and a larger corpus reveals structure a small one hides."
@@ -259,33 +188,35 @@ def data_dimension_findings(d: int, ngram_records: list[Record], checked: list[b
         if checked is not None and checked[i] is None:
             caveats.append("The records do not say whether this n-gram matrix used the model's tokenizer; "
                            "dimensions of different vocabularies compare only roughly.")
-        out.append(Finding("data dimension", status, verdict, numbers, [(rec.kind, rec.key)], caveats))
+        out.append(Finding("data dimension", status, verdict, numbers, [rec.source], caveats, DATA_DIMENSION, values))
     return out
 
 
-def known_rank_finding(d: int, synth: Record, train: Record | None = None) -> Finding | None:
-    """d against the exact rank R of a synthetic language (SPEC section 3, ground truth).
+def known_rank_finding(d: int, synth: SynthRecord | Record, train: TrainRecord | Record | None = None) -> Finding | None:
+    """d against the exact rank R of a synthetic language (docs/methods.md §10, ground truth).
 
     With the model's ``train`` record, the evidence adds its held-out loss and the gap to the
     language's true entropy (the best loss any model can reach), in nats/token.
     """
-    rank = _int(_first(synth.results, "rank", "true_rank", "known_rank")) or _int(_first(synth.inputs, "rank", "true_rank"))
+    synth = as_kind(synth, SynthRecord)
+    train = as_kind(train, TrainRecord) if train is not None else None
+    rank = synth.exact_rank
     if rank is None:
         return None
+    values: dict[str, Any] = {"hidden_size": d, "generator_rank": rank}
     numbers: dict[str, Any] = {"hidden size d": d, "generator rank": rank}
-    family = _first(synth.results, "family") or _first(synth.inputs, "family")
+    family = synth.family or None
     if family:
-        numbers["language family"] = family
-    entropy = _num(_first(synth.results, "expected_entropy", "true_entropy", "entropy"))
-    if entropy is not None:
-        numbers["true entropy (nats/token)"] = entropy
+        values["family"] = numbers["language family"] = family
+    if synth.entropy is not None:
+        values["true_entropy"] = numbers["true entropy (nats/token)"] = synth.entropy
     if train is not None:
-        r = train.results
         for label, key in (("final held-out loss", "final_eval_loss"), ("best held-out loss", "best_eval_loss"),
                            ("final gap to true entropy", "final_gap"), ("standard error of that gap", "final_gap_standard_error"),
                            ("best gap to true entropy", "best_gap")):
-            if _num(r.get(key)) is not None:
-                numbers[f"{label} (nats/token)"] = _num(r.get(key))
+            v = number(getattr(train, key))
+            if v is not None:
+                values[key] = numbers[f"{label} (nats/token)"] = v
     if d < rank:
         status, verdict = BINDING, f"d = {d} is below the generator's exact rank {rank}: no rank-{d} head can express this language; the model must underperform its ground-truth entropy."
     else:
@@ -294,24 +225,26 @@ def known_rank_finding(d: int, synth: Record, train: Record | None = None) -> Fi
     if family == "low-rank-probs":
         caveats.append("In this family P itself has rank R but log P (what a softmax head must express) generally does not: "
                        "even d >= R may leave a gap.")
-    sources = [(synth.kind, synth.key)] + ([(train.kind, train.key)] if train is not None else [])
-    return Finding("known rank", status, verdict, numbers, sources, caveats)
+    sources = [synth.source] + ([train.source] if train is not None else [])
+    return Finding("known rank", status, verdict, numbers, sources, caveats, KNOWN_RANK, values)
 
 
-def head_finding(rec: Record) -> Finding:
-    """Singular entropy of the head relative to ln d (SPEC 2.5)."""
-    r = rec.results
-    ent = _num(r.get("singular_entropy"))
-    max_ent = _num(r.get("max_singular_entropy")) or (math.log(hidden_size_of(rec) or 1) or None)
+def head_finding(rec: HeadRecord | Record) -> Finding:
+    """Singular entropy of the head relative to ln d (docs/methods.md §3)."""
+    rec = as_kind(rec, HeadRecord)
+    ent = number(rec.singular_entropy)
+    max_ent = number(rec.max_singular_entropy) or (math.log(rec.hidden_size or 1) or None)
     ratio = ent / max_ent if ent is not None and max_ent else None
+    values = {"singular_entropy": ent, "max_singular_entropy": max_ent, "effective_rank": number(rec.effective_rank),
+              "w_error_d2": number(rec.w_error_d2), "entropy_ratio": ratio}
     numbers = {
         "singular entropy (nats, p = s^2/sum s^2)": ent,
         "maximum ln d": max_ent,
-        "effective rank exp H(p)": _num(r.get("effective_rank")),
-        "W-error at d/2": _num(r.get("w_error_d2")),
+        "effective rank exp H(p)": values["effective_rank"],
+        "W-error at d/2": values["w_error_d2"],
     }
     if ratio is None:
-        return Finding("head spectrum", INFO, "The head record has no singular entropy.", numbers, [(rec.kind, rec.key)])
+        return Finding("head spectrum", INFO, "The head record has no singular entropy.", numbers, [rec.source], [], HEAD_SPECTRUM, values)
     if ratio >= COLLAPSED_ENTROPY_RATIO:
         verdict = (f"The head spectrum is collapsed: singular entropy {ent:.3g} is {ratio:.0%} of its maximum ln d = {max_ent:.3g}, "
                    "like the study's small Pythia models after saturation (one direction dominates the logits).")
@@ -320,20 +253,22 @@ def head_finding(rec: Record) -> Finding:
                    "like the study's larger models that do not saturate.")
     else:
         verdict = f"The head spectrum is intermediate: singular entropy {ent:.3g} is {ratio:.0%} of its maximum ln d = {max_ent:.3g}."
-    return Finding("head spectrum", INFO, verdict, numbers, [(rec.kind, rec.key)],
-                   ["A collapsed spectrum at one checkpoint is a symptom; the study's evidence is its timing against the loss curve (see the sweep)."])
+    return Finding("head spectrum", INFO, verdict, numbers, [rec.source],
+                   ["A collapsed spectrum at one checkpoint is a symptom; the study's evidence is its timing against the loss curve (see the sweep)."],
+                   HEAD_SPECTRUM, values)
 
 
-def anisotropy_finding(rec: Record) -> Finding | None:
-    layers = rec.results.get("layers") or []
-    last = _num(rec.results.get("last_layer_anisotropy"))
-    if last is None and layers:
-        last = _num(layers[-1].get("anisotropy"))
+def anisotropy_finding(rec: AnisotropyRecord | Record) -> Finding | None:
+    """Last-layer anisotropy (docs/methods.md §1)."""
+    rec = as_kind(rec, AnisotropyRecord)
+    layers = rec.layers or []
+    last = rec.last
     if last is None:
         return None
-    inner = [x["anisotropy"] for x in layers[1:-1] if _num(x.get("anisotropy")) is not None]
-    numbers = {"last-layer anisotropy": last, "mean anisotropy of inner layers": float(np.mean(inner)) if inner else None,
-               "layers": len(layers) - 1 if layers else None}
+    inner = [x["anisotropy"] for x in layers[1:-1] if number(x.get("anisotropy")) is not None]
+    values = {"last_layer_anisotropy": last, "inner_mean": float(np.mean(inner)) if inner else None,
+              "layers": len(layers) - 1 if layers else None}
+    numbers = {"last-layer anisotropy": last, "mean anisotropy of inner layers": values["inner_mean"], "layers": values["layers"]}
     if last >= HIGH_ANISOTROPY:
         verdict = f"The last layer is highly anisotropic ({last:.3g}): its representations nearly share one direction, as in the study's Pythia <= 160M late in training."
     elif last <= LOW_ANISOTROPY:
@@ -341,77 +276,58 @@ def anisotropy_finding(rec: Record) -> Finding | None:
     else:
         verdict = f"The last layer is moderately anisotropic ({last:.3g})."
     caveats = []
-    ts = rec.inputs.get("token_sample") or {}
-    n = _num(ts.get("n_tokens"))
+    n = rec.sample_tokens
     if n is not None and n < SMALL_SAMPLE_TOKENS:
         caveats.append(f"Measured on {int(n)} tokens (the study used 50k): a small sample, though anisotropy is an average over n(n-1) pairs and settles fast.")
-    return Finding("last-layer anisotropy", INFO, verdict, numbers, [(rec.kind, rec.key)], caveats)
+    return Finding("last-layer anisotropy", INFO, verdict, numbers, [rec.source], caveats, ANISOTROPY, values)
 
 
-def _int(value: Any) -> int | None:
-    v = _num(value)
-    return int(v) if v is not None else None
+def sweep_series(records: Sequence[SweepRecord | Record]) -> dict[str, np.ndarray]:
+    """Per-checkpoint series of one model's usable sweep records (:attr:`SweepRecord.usable`), by step."""
+    return sweep_series_of([as_kind(r, SweepRecord) for r in records])
 
 
-def usable_sweep(records: list[Record]) -> list[Record]:
-    """Sweep records that measured a checkpoint (status ok, or no status) and are not duplicates of another revision."""
-    return [r for r in records if r.results.get("status", "ok") == "ok" and not r.results.get("duplicate_of")]
-
-
-def sweep_series(records: list[Record]) -> dict[str, np.ndarray]:
-    """Per-checkpoint series of one model's usable sweep records, sorted by step: step, loss, singular entropy, last-layer anisotropy."""
-    rows = []
-    for rec in usable_sweep(records):
-        r, i = rec.results, rec.inputs
-        step = _num(_first(i, "step")) if _first(i, "step") is not None else _num(_first(r, "step"))
-        if step is None:
-            step = _step_from_revision(i.get("revision"))
-        if step is None:
-            continue
-        rows.append((step, _num(_first(r, "cross_entropy", "loss")), _num(r.get("singular_entropy")), _num(r.get("last_layer_anisotropy"))))
-    rows.sort(key=lambda t: t[0])
-    as_arr = lambda j: np.array([np.nan if t[j] is None else t[j] for t in rows], dtype=np.float64)  # noqa: E731
-    return {"step": as_arr(0), "loss": as_arr(1), "singular_entropy": as_arr(2), "last_layer_anisotropy": as_arr(3)}
-
-
-def _step_from_revision(revision: Any) -> float | None:
-    m = _CHECKPOINT_DIR.fullmatch(str(revision or ""))
-    return float(re.sub(r"\D", "", m.group(0))) if m else None
-
-
-def saturation_summary(records: list[Record], saturation: Record | None) -> dict[str, Any]:
+def saturation_summary(records: Sequence[SweepRecord | Record], saturation: SaturationRecord | Record | None) -> dict[str, Any]:
     """Best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps of one model.
 
     From the model's ``saturation`` record when there is one (``lmsat saturation``), else with
-    the same definitions (:mod:`lmsat.experiments.saturation`) applied to the stored sweep numbers.
+    the same definitions (:func:`lmsat.measure.saturation.best_final_rise`,
+    :func:`lmsat.experiments.saturation.jump_step`) applied to the stored sweep numbers.
     """
     from lmsat.experiments import saturation as sat
+    from lmsat.measure.saturation import best_final_rise
 
     if saturation is not None:
-        return dict(saturation.results)
+        return as_kind(saturation, SaturationRecord).results()
     series = sweep_series(records)
     ok = np.isfinite(series["loss"])
     if not ok.any():
         return {}
-    out: dict[str, Any] = sat.saturation_point(series["step"][ok].astype(int), series["loss"][ok])
+    steps = series["step"][ok].astype(int)
+    out: dict[str, Any] = best_final_rise(steps, series["loss"][ok])
     out["saturates"] = out["relative_rise"] > sat.DEFAULT_MAX_RISE
-    out["collapse_step"], out["collapse_rise"] = sat.jump_step(series["step"][ok].astype(int), series["singular_entropy"][ok], sat.DEFAULT_MIN_ENTROPY_RISE)
+    out["collapse_step"], out["collapse_rise"] = sat.jump_step(steps, series["singular_entropy"][ok], sat.DEFAULT_MIN_ENTROPY_RISE)
     out["anisotropy_jump_step"], out["anisotropy_rise"] = sat.jump_step(
-        series["step"][ok].astype(int), series["last_layer_anisotropy"][ok], sat.DEFAULT_MIN_ANISOTROPY_RISE)
+        steps, series["last_layer_anisotropy"][ok], sat.DEFAULT_MIN_ANISOTROPY_RISE)
     return out
 
 
-def sweep_finding(model: str, records: list[Record], saturation: Record | None) -> Finding | None:
-    """Saturation, spectrum-collapse step and last-layer anisotropy jump over a checkpoint sweep (SPEC 2.1, 2.4, 2.5)."""
+def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturation: SaturationRecord | Record | None) -> Finding | None:
+    """Saturation, spectrum-collapse step and last-layer anisotropy jump over a checkpoint sweep (docs/methods.md §5)."""
+    records = [as_kind(r, SweepRecord) for r in records]
+    saturation = as_kind(saturation, SaturationRecord) if saturation is not None else None
     series = sweep_series(records)
     steps = series["step"]
     if len(steps) < 2:
         return None
     s = saturation_summary(records, saturation)
-    best_step, best_loss, final_loss, rise = (_num(s.get("best_step")), _num(s.get("best_loss")), _num(s.get("final_loss")),
-                                             _num(s.get("relative_rise")))
-    collapse, collapse_rise = _num(s.get("collapse_step")), _num(s.get("collapse_rise"))
-    jump, jump_rise = _num(s.get("anisotropy_jump_step")), _num(s.get("anisotropy_rise"))
+    best_step, best_loss, final_loss, rise = (number(s.get("best_step")), number(s.get("best_loss")), number(s.get("final_loss")),
+                                             number(s.get("relative_rise")))
+    collapse, collapse_rise = number(s.get("collapse_step")), number(s.get("collapse_rise"))
+    jump, jump_rise = number(s.get("anisotropy_jump_step")), number(s.get("anisotropy_rise"))
+    values = {"checkpoints": len(steps), "best_step": best_step, "best_loss": best_loss, "final_loss": final_loss,
+              "relative_rise": rise, "collapse_step": collapse, "collapse_rise": collapse_rise,
+              "anisotropy_jump_step": jump, "anisotropy_rise": jump_rise}
     numbers: dict[str, Any] = {
         "checkpoints": len(steps), "best step": best_step, "best loss (nats/token)": best_loss,
         "final loss (nats/token)": final_loss, "relative rise final/best - 1": rise,
@@ -419,6 +335,7 @@ def sweep_finding(model: str, records: list[Record], saturation: Record | None) 
         "last-layer anisotropy jump step": jump, "anisotropy rise": jump_rise,
     }
     saturated = bool(s.get("saturates")) if s.get("saturates") is not None else (rise is not None and rise > SATURATION_RISE)
+    values["saturates"] = saturated
     parts = []
     if rise is None:
         parts.append("The sweep has no loss, so saturation cannot be judged.")
@@ -440,7 +357,7 @@ def sweep_finding(model: str, records: list[Record], saturation: Record | None) 
     if len(steps) < 8:
         caveats.append(f"Only {len(steps)} checkpoints: the steps of collapse and jump are known only to the spacing between checkpoints.")
     return Finding("saturation over training", INFO, " ".join(parts), numbers,
-                   [(r.kind, r.key) for r in records] + ([(saturation.kind, saturation.key)] if saturation else []), caveats)
+                   [r.source for r in records] + ([saturation.source] if saturation else []), caveats, SATURATION, values)
 
 
 def _near(a: float, b: float, steps: np.ndarray) -> bool:
@@ -449,48 +366,43 @@ def _near(a: float, b: float, steps: np.ndarray) -> bool:
     return abs(ia - ib) <= 1
 
 
-def rank_probe_points(records: list[Record]) -> list[tuple[int, float, float | None]]:
-    """(rank r, validation loss, accuracy) for each probe record, best loss per rank, sorted by r."""
-    best: dict[int, tuple[float, float | None]] = {}
-    for rec in records:
-        if rec.results.get("stage", "final") != "final":  # learning-rate search runs are not results
-            continue
-        r = _int(_first(rec.results, "rank", "r")) or _int(_first(rec.inputs, "rank", "r"))
-        loss = _num(_first(rec.results, "val_loss", "validation_loss", "loss", "final_loss"))
-        acc = _num(_first(rec.results, "val_accuracy", "accuracy", "top1_accuracy", "top1"))
-        if r is None or loss is None:
-            continue
-        if r not in best or loss < best[r][0]:
-            best[r] = (loss, acc)
-    return [(r, lo, ac) for r, (lo, ac) in sorted(best.items())]
+def rank_probe_points(records: Sequence[RankProbeRecord | Record]) -> list[tuple[int, float, float | None]]:
+    """(rank r, validation loss, accuracy) for each final probe record, best loss per rank, sorted by r."""
+    return probe_points([as_kind(r, RankProbeRecord) for r in records])
 
 
-def rank_probe_finding(d: int, probes: list[Record], refs: list[Record]) -> Finding | None:
-    """Loss of the rank-r probe at r = d against the full-rank head (SPEC 2.6)."""
-    points = rank_probe_points(probes)
+def rank_probe_finding(d: int, probes: Sequence[RankProbeRecord | Record], refs: Sequence[RankProbeRefRecord | Record]) -> Finding | None:
+    """Loss of the rank-r probe at r = d against the full-rank head (docs/methods.md §8)."""
+    probes = [as_kind(r, RankProbeRecord) for r in probes]
+    refs = [as_kind(r, RankProbeRefRecord) for r in refs]
+    points = probe_points(probes)
     if not points:
         return None
     ref_loss, full_label = None, "full-rank head"
-    finals = [r for r in refs if r.results.get("stage", "final") == "final"]
+    finals = [r for r in refs if r.is_final]
     # A trained full-rank probe is the like-for-like reference; the model's own head is the fallback.
-    for rec in sorted(finals, key=lambda r: r.results.get("head") == "own"):
-        ref_loss = _num(_first(rec.results, "val_loss", "validation_loss", "loss", "final_loss"))
+    for rec in sorted(finals, key=lambda r: r.head == "own"):
+        ref_loss = rec.validation_loss
         if ref_loss is not None:
-            full_label = "model's own head" if rec.results.get("head") == "own" else "full-rank head"
+            full_label = "model's own head" if rec.head == "own" else "full-rank head"
             break
     if ref_loss is None:  # the largest probed rank stands in for full rank
         ref_loss, full_label = points[-1][1], f"largest probed rank r = {points[-1][0]}"
     at_d = [p for p in points if p[0] <= d]
+    values: dict[str, Any] = {"hidden_size": d, "reference_loss": ref_loss, "reference": full_label,
+                              "loss_by_rank": {r: loss for r, loss, _ in points}}
     numbers: dict[str, Any] = {"hidden size d": d, f"loss of {full_label}": ref_loss}
     for r, loss, _ in points:
         numbers[f"loss at r = {r}"] = loss
     enough = [r for r, loss, _ in points if loss - ref_loss <= PROBE_TOLERANCE]
     needed = min(enough) if enough else None
+    values["rank_needed"] = needed
     numbers["smallest rank within %.2g nats of full rank" % PROBE_TOLERANCE] = needed
     parts = []
     if at_d:
         r_d, loss_d, _ = at_d[-1]
         gap = loss_d - ref_loss
+        values["gap_rank"], values["gap"] = r_d, gap
         numbers[f"gap at r = {r_d} (nats)"] = gap
         parts.append(f"A rank-{r_d} head{' (r = d)' if r_d == d else ''} reaches loss {loss_d:.4g}, {gap:+.3g} nats from the {full_label} ({ref_loss:.4g}).")
     if needed is not None:
@@ -500,34 +412,16 @@ def rank_probe_finding(d: int, probes: list[Record], refs: list[Record]) -> Find
         status = NOT_BINDING if needed <= d else BINDING
     else:
         status = UNKNOWN
-    return Finding("rank probe", status, " ".join(parts), numbers, [(r.kind, r.key) for r in probes],
-                   ["Probe losses depend on the probe's training budget and learning rate; compare ranks trained the same way."])
+    return Finding("rank probe", status, " ".join(parts), numbers, [r.source for r in probes],
+                   ["Probe losses depend on the probe's training budget and learning rate; compare ranks trained the same way."],
+                   RANK_PROBE, values)
 
 
-def _corpus_label(rec: Record) -> str:
-    """A corpus's short name: its file or folder name, with the parent for lmsat synth's ``LANG/corpus``."""
-    c = _first(rec.inputs, "corpus", "data", "source")
-    if isinstance(c, dict):
-        c = _first(c, "source", "name")
-    if c is None:
-        return rec.key.split("|")[0]
-    parts = [p for p in str(c).rstrip("/").split("/") if p]
-    if len(parts) > 1 and parts[-1] in ("corpus", "heldout", "text", "data", "train"):
-        return "/".join(parts[-2:])
-    return parts[-1] if parts else str(c)
-
-
-def _vocab_of_ngram(rec: Record) -> tuple[int | None, str | None]:
-    tok = rec.inputs.get("tokenizer")
-    if isinstance(tok, dict):
-        return _int(tok.get("vocab_size")), tok.get("fingerprint")
-    return _int(_first(rec.results, "vocab_size")), None
-
-
-def same_vocabulary(ngram: Record, vocab: int | None, fingerprint: str | None) -> bool | None:
+def same_vocabulary(ngram: NgramRecord | Record, vocab: int | None, fingerprint: str | None) -> bool | None:
     """Whether an n-gram matrix's tokenizer is the model's: by fingerprint, else by vocabulary size
     (a model's embedding may be padded a little beyond its tokenizer); None when unknown."""
-    nv, nfp = _vocab_of_ngram(ngram)
+    ngram = as_kind(ngram, NgramRecord)
+    nv, nfp = ngram.tokenizer_vocab, ngram.tokenizer_fingerprint
     if fingerprint and nfp:
         return fingerprint == nfp
     if vocab and nv:
@@ -543,7 +437,7 @@ def _strings(obj: Any) -> list[str]:
     return [str(obj)] if isinstance(obj, str) else []
 
 
-def trained_on(synth: Record, model_facts: list[dict[str, Any]]) -> bool:
+def trained_on(synth: SynthRecord | Record, model_facts: list[dict[str, Any]]) -> bool:
     """Whether a model's inputs (or its train record) point at this synthetic language.
 
     True when one of their strings is a path inside the language's folder (the folder
@@ -554,9 +448,11 @@ def trained_on(synth: Record, model_facts: list[dict[str, Any]]) -> bool:
 
     from lmsat.store import slugify
 
-    ids = {x for x in (synth.key, slugify(synth.key), synth.inputs.get("name"), synth.results.get("name")) if isinstance(x, str) and x}
+    synth = as_kind(synth, SynthRecord)
+    ids = {x for x in (synth.key, slugify(synth.key), synth.name) if isinstance(x, str) and x}
     ids.discard("language")  # lmsat synth's fixed key says nothing about which language
-    folder = synth.path.parent.parent.resolve() if synth.path is not None else None
+    path = synth.record.path if synth.record is not None else None
+    folder = path.parent.parent.resolve() if path is not None else None
     for text in (t for facts in model_facts for t in _strings(facts)):
         if text in ids or any(part in ids for part in PurePath(text).parts):
             return True
@@ -584,66 +480,79 @@ def model_caveats(inputs: dict[str, Any]) -> list[str]:
     return out
 
 
-def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
+def _hidden_size(rec: Any) -> int | None:
+    """The model's hidden size d as its kind records it (every model-measuring kind has ``hidden_size``)."""
+    return integer(getattr(rec, "hidden_size", None))
+
+
+def _vocab(rec: Any) -> int | None:
+    """The model's vocabulary (rows of its head) when its kind records it."""
+    if isinstance(rec, HeadRecord):
+        return rec.vocab_rows
+    return integer(rec.inputs.get("vocab_size"))
+
+
+def diagnose(records: dict[str, list[Record]] | dict[str, list[Any]]) -> list[ModelDiagnosis]:
     """One :class:`ModelDiagnosis` per model found in the records (head, anisotropy, sweep, rank probe, train).
 
-    ``records`` maps a kind to its records (from every run directory). Data-level records
-    (``ngram``, ``synth``) are compared with every model's hidden size.
+    ``records`` maps a kind to its records (from every run directory; stored or typed).
+    Data-level records (``ngram``, ``synth``) are compared with every model's hidden size.
     """
+    typed = {k: [kinds.typed(r) if isinstance(r, Record) else r for r in recs]
+             for k, recs in records.items() if k in kinds.REGISTRY}
     models: dict[str, dict[str, Any]] = {}
 
-    def entry(inputs: dict[str, Any], rec: Record) -> dict[str, Any]:
-        name = model_name(inputs)
-        e = models.setdefault(name, {"d": None, "inputs": inputs, "head": None, "anisotropy": None, "sweep": [],
-                                     "saturation": None, "probe": [], "ref": [], "train": None})
+    def entry(rec: Any) -> dict[str, Any]:
+        name = model_name(rec.inputs)
+        e = models.setdefault(name, {"d": None, "inputs": rec.inputs, "head": None, "anisotropy": None, "sweep": [],
+                                     "saturation": None, "probe": [], "ref": [], "train": None, "vocab": None, "tokenizer_fp": None})
         if e["d"] is None:
-            e["d"] = hidden_size_of(rec)
-        if e.get("vocab") is None:
-            head = rec.results.get("head")
-            e["vocab"] = _int(_first(rec.inputs, "vocab_size")) or (_int(head.get("vocab_rows")) if isinstance(head, dict) else None)
-        if e.get("tokenizer_fp") is None:
-            e["tokenizer_fp"] = _first(rec.inputs, "tokenizer_fingerprint")
+            e["d"] = _hidden_size(rec)
+        if e["vocab"] is None:
+            e["vocab"] = _vocab(rec)
+        if e["tokenizer_fp"] is None:
+            e["tokenizer_fp"] = rec.inputs.get("tokenizer_fingerprint")
         return e
 
-    for rec in records.get("head", []):
-        entry(rec.inputs, rec)["head"] = rec
-    for rec in records.get("anisotropy", []):
-        if rec.results.get("is_causal") is False:
+    for rec in typed.get("head", []):
+        entry(rec)["head"] = rec
+    for rec in typed.get("anisotropy", []):
+        if rec.is_causal is False:
             continue
-        entry(rec.inputs, rec)["anisotropy"] = rec
-    for rec in records.get("sweep", []):
-        entry(rec.inputs, rec)["sweep"].append(rec)
-    for rec in records.get("saturation", []):
-        entry(rec.inputs, rec)["saturation"] = rec
-    for rec in records.get("rank_probe", []):
-        entry(rec.inputs, rec)["probe"].append(rec)
-    for rec in records.get("rank_probe_ref", []):
-        entry(rec.inputs, rec)["ref"].append(rec)
-    for rec in records.get("train", []):
-        entry(rec.inputs, rec)["train"] = rec
+        entry(rec)["anisotropy"] = rec
+    for rec in typed.get("sweep", []):
+        entry(rec)["sweep"].append(rec)
+    for rec in typed.get("saturation", []):
+        entry(rec)["saturation"] = rec
+    for rec in typed.get("rank_probe", []):
+        entry(rec)["probe"].append(rec)
+    for rec in typed.get("rank_probe_ref", []):
+        entry(rec)["ref"].append(rec)
+    for rec in typed.get("train", []):
+        entry(rec)["train"] = rec
 
-    ngrams = records.get("ngram", [])
-    synths = records.get("synth", [])
+    ngrams: list[NgramRecord] = typed.get("ngram", [])
+    synths: list[SynthRecord] = typed.get("synth", [])
     out = []
     for name, e in models.items():
         d = e["d"]
         diag = ModelDiagnosis(model=name, hidden_size=d, caveats=model_caveats(e["inputs"]) + [CONTESTED])
+        facts = [e["inputs"]] + ([dict(e["train"].inputs), e["train"].results()] if e["train"] else [])
         if d is not None:
-            for s in synths:
-                if not trained_on(s, [e["inputs"]] + ([e["train"].inputs, e["train"].results] if e["train"] else [])):
-                    continue
+            mine = [s for s in synths if trained_on(s, facts)]
+            for s in mine:
                 f = known_rank_finding(d, s, e["train"])
                 if f:
                     diag.findings.append(f)
-            matching = [n for n in ngrams if same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) is not False]
-            other = [_corpus_label(n) for n in ngrams if n not in matching]
-            dims = data_dimension_findings(d, matching, checked=[same_vocabulary(n, e.get("vocab"), e.get("tokenizer_fp")) for n in matching])
-            for lang in (s for s in synths if trained_on(s, [e["inputs"]] + ([e["train"].inputs, e["train"].results] if e["train"] else []))):
-                w = _num(lang.results.get("w_error_probs_at_rank"))
-                if w is not None and lang.results.get("family") == "low-rank-logits":
+            matching = [n for n in ngrams if same_vocabulary(n, e["vocab"], e["tokenizer_fp"]) is not False]
+            other = [n.corpus for n in ngrams if n not in matching]
+            dims = data_dimension_findings(d, matching, checked=[same_vocabulary(n, e["vocab"], e["tokenizer_fp"]) for n in matching])
+            for lang in mine:
+                w = number(lang.w_error_probs_at_rank)
+                if w is not None and lang.family == "low-rank-logits":
                     for f in dims:
                         f.caveats.append(
-                            f"This language's logits have rank {lang.results.get('rank')}, yet its exact probability matrix P has W-error "
+                            f"This language's logits have rank {lang.exact_rank}, yet its exact probability matrix P has W-error "
                             f"{w:.3g} at that rank: the softmax turns a rank-R logit matrix into a full-rank P, so the n-gram W-error of "
                             "probabilities overstates the dimension a softmax head needs (the known-rank finding is the ground truth).")
             diag.findings.extend(dims)
@@ -653,7 +562,8 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
                 diag.findings.append(Finding(
                     "data dimension", UNKNOWN,
                     f"No n-gram or synthetic-language result in these run directories, so d = {d} cannot be compared with the "
-                    "data's dimension: measure the corpus with `lmsat ngram-rank` into one of them.", {"hidden size d": d}))
+                    "data's dimension: measure the corpus with `lmsat ngram-rank` into one of them.", {"hidden size d": d},
+                    id=DATA_DIMENSION, values={"hidden_size": d}))
         if e["sweep"]:
             f = sweep_finding(name, e["sweep"], e["saturation"])
             if f:
@@ -667,10 +577,10 @@ def diagnose(records: dict[str, list[Record]]) -> list[ModelDiagnosis]:
         if e["probe"] and d is not None:
             f = rank_probe_finding(d, e["probe"], e["ref"])
             if f:
-                known = next((k.numbers["generator rank"] for k in diag.findings if k.topic == "known rank"), None)
-                needed = f.numbers.get(f"smallest rank within {PROBE_TOLERANCE:.2g} nats of full rank")
+                known = next((k.values["generator_rank"] for k in diag.findings if k.id == KNOWN_RANK), None)
+                needed = f.values.get("rank_needed")
                 if known is not None:
-                    f.numbers["generator rank"] = known
+                    f.numbers["generator rank"] = f.values["generator_rank"] = known
                     if needed is not None:
                         f.verdict += (f" The language's exact rank is {known}: the probe "
                                       + ("finds it." if needed == known else f"puts it at {needed}, within the probed grid's spacing."

@@ -1,0 +1,51 @@
+"""Derived views of a run directory, refreshed by the library after each run (not by CLI bodies).
+
+Each ``refresh_<kind>(run_dir)`` rewrites the kind's CSV (``<run_dir>/<kind>.csv``, the
+kind's :func:`frame`) and its figures (``<run_dir>/figures/*.png``) from the stored
+records only, so the Python API and the CLI leave the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lmsat.kinds import anisotropy as anisotropy_kind
+from lmsat.kinds import head as head_kind
+from lmsat.store import Store, atomic_write_csv
+
+
+@dataclass
+class Outputs:
+    """What a refresh wrote: the kind's table (machine column names), its CSV and its figures."""
+
+    frame: pd.DataFrame
+    csv: Path
+    figures: list[Path] = field(default_factory=list)
+
+
+def refresh_anisotropy(run_dir: str | os.PathLike[str]) -> Outputs:
+    """``anisotropy.csv`` and ``figures/anisotropy.png`` from every anisotropy record of ``run_dir``."""
+    from lmsat.figures.models import plot_anisotropy_by_depth
+
+    run_dir = Path(run_dir)
+    records = anisotropy_kind.AnisotropyRecord.load(Store(run_dir))
+    frame = anisotropy_kind.frame(records)
+    atomic_write_csv(run_dir / "anisotropy.csv", frame)
+    return Outputs(frame, run_dir / "anisotropy.csv", [plot_anisotropy_by_depth(records, run_dir / "figures" / "anisotropy.png")])
+
+
+def refresh_head(run_dir: str | os.PathLike[str]) -> Outputs:
+    """``head.csv``, ``figures/head_spectrum.png`` and ``figures/head_w_error.png`` from every head record of ``run_dir``."""
+    from lmsat.figures.models import plot_head_spectrum, plot_head_w_error
+
+    run_dir = Path(run_dir)
+    records = head_kind.HeadRecord.load(Store(run_dir))
+    frame = head_kind.frame(records)
+    atomic_write_csv(run_dir / "head.csv", frame)
+    figures = [plot_head_spectrum(records, run_dir / "figures" / "head_spectrum.png"),
+               plot_head_w_error(records, run_dir / "figures" / "head_w_error.png")]
+    return Outputs(frame, run_dir / "head.csv", figures)

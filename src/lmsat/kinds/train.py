@@ -1,0 +1,85 @@
+"""``train`` records: one small model trained by ``lmsat train`` and its held-out losses (docs/methods.md §5, §10).
+
+Schema 2 stores the head's effective rank at every checkpoint (array
+``head_effective_rank``), so the training figures read it instead of recomputing
+it; schema 1 records are upgraded on read (derived from their stored per-checkpoint
+singular values by the same formula, docs/methods.md §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lmsat.kinds.base import UNSET, KindRecord, integer
+from lmsat.kinds.common import drop_empty, labelled
+
+
+@dataclass(frozen=True)
+class TrainRecord(KindRecord):
+    KIND = "train"
+    VERSION = 2
+    READS = (1,)
+    WRITER = "lmsat train"
+
+    model_dir: str = UNSET
+    hidden_size: int = UNSET
+    n_params: int = UNSET
+    n_params_non_embedding: int = UNSET
+    steps: int = UNSET
+    tokens: int = UNSET
+    checkpoints: list[str] = UNSET
+    final_train_loss: float | None = UNSET
+    final_eval_loss: float = UNSET
+    best_eval_loss: float = UNSET
+    best_step: int = UNSET
+    relative_rise: float = UNSET
+    reference_entropy: float | None = UNSET
+    final_gap: float | None = UNSET
+    final_gap_standard_error: float | None = UNSET
+    best_gap: float | None = UNSET
+    final_last_layer_anisotropy: float | None = UNSET
+    final_head_singular_entropy: float | None = UNSET
+    final_head_effective_rank: float | None = UNSET
+    wall_seconds: float = UNSET
+    tokens_per_second: float | None = UNSET
+
+    @property
+    def d(self) -> int | None:
+        return integer(self.hidden_size)
+
+    def head_effective_rank(self) -> np.ndarray | None:
+        """exp H(s²/Σs²) of the head at every checkpoint: stored (schema 2), else from the stored spectra (schema 1 upgrade)."""
+        arrays = self.load_arrays()
+        if "head_effective_rank" in arrays:
+            return np.asarray(arrays["head_effective_rank"], dtype=np.float64)
+        spectra = arrays.get("head_singular_values")
+        if spectra is None:
+            return None
+        from lmsat.measure.spectrum import effective_rank
+
+        return np.array([effective_rank(s) for s in spectra], dtype=np.float64)
+
+
+LABELS = {"model": "model", "hidden_size": "hidden size d", "n_params": "parameters", "steps": "steps", "tokens": "training tokens",
+          "final_eval_loss": "final held-out loss (nats/token)", "best_eval_loss": "best held-out loss (nats/token)",
+          "best_step": "best step", "relative_rise": "relative rise final/best - 1", "reference_entropy": "true entropy (nats/token)",
+          "final_gap": "final gap to the true entropy (nats/token)", "final_gap_standard_error": "standard error of the gap (nats/token)",
+          "best_gap": "best gap to the true entropy (nats/token)", "final_head_effective_rank": "head effective rank (final)",
+          "final_last_layer_anisotropy": "last-layer anisotropy (final)"}
+
+
+def frame(records: Sequence[TrainRecord]) -> pd.DataFrame:
+    """One row per trained model, sorted by d (machine column names)."""
+    rows = [{"model": rec.key, **{c: rec.results()[c] for c in LABELS if c in rec.results()}} for rec in records]
+    out = pd.DataFrame(rows)
+    if len(out) and "hidden_size" in out:
+        out = out.sort_values(["hidden_size", "model"]).reset_index(drop=True)
+    return drop_empty(out)
+
+
+def table(records: Sequence[TrainRecord]) -> pd.DataFrame:
+    return labelled(frame(records), LABELS)
