@@ -141,7 +141,7 @@ def plot_true_spectra(languages: dict[str, Record], path: str | Path) -> Path:
 
 def plot_family(records: list[Record], folder: str | Path) -> list[Path]:
     """training_loss.png, training_head.png and (for a synthetic language) training_gap.png in ``folder``."""
-    from lmsat.experiments.synth import language_for_corpus
+    from lmsat.synth.truth import language_for_corpus
 
     folder = Path(folder)
     figures = [plot_training_curves(records, folder / "training_loss.png"),
