@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from lmsat.cli.app import app
+from lmsat.cli.ray_options import CpusPerTask, RayAddress, UseRay
 from lmsat.cli.options import Data, DataConfig, Device, Force, Output, Split, Streaming, TextField, corpus_spec
 from lmsat.cli.show import print_table, say
 
@@ -95,6 +96,9 @@ def ngram_rank(
     split: Split = "train",
     streaming: Streaming = True,
     force: Force = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    cpus_per_task: CpusPerTask = 1.0,
 ) -> None:
     """Inherent dimension of a tokenised corpus: the n-gram next-token matrix P, its spectrum and W-error (study Fig. 7).
 
@@ -150,7 +154,10 @@ def ngram_rank(
         raise UserError("--tokenizer is empty; give a Hugging Face tokenizer id or folder, a .tiktoken file or a .gguf file.")
     tok = load_tokenizer(tokenizer, revision=tokenizer_revision, gguf_file=gguf_file)
 
-    rec = run_ngram(corpus, tok, settings, output, device=resolved_device, force=force)
+    from lmsat.experiments.ngram_ray import ray_counter  # --ray: shards and buckets as Ray tasks (docs/distributed.md)
+
+    with ray_counter(ray or bool(ray_address), ray_address, settings, cpus_per_task) as counter:
+        rec = run_ngram(corpus, tok, settings, output, device=resolved_device, force=force, counter=counter)
     r = rec.results
     say(
         f"[bold]{rec.key}[/bold]: {r['n_tokens']:,} tokens, {r['n_contexts']:,} contexts (rows, of "
