@@ -61,7 +61,10 @@ class LocalExecutor:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources()) -> Iterator[Done[R]]:
+    def map(
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0
+    ) -> Iterator[Done[R]]:
+        """Run ``fn(*a)`` for each ``a`` in order (``remote_outputs``: see :meth:`RayExecutor.map`)."""
         for i, a in enumerate(args):
             t0 = time.perf_counter()
             try:
@@ -134,8 +137,15 @@ class RayExecutor:
         """Put ``value`` once into the object store; pass the returned reference as a unit argument."""
         return self.ray.put(value)
 
-    def map(self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources()) -> Iterator[Done[R]]:
-        """Submit every unit, then yield each as it finishes (any order; ``Done.index`` says which)."""
+    def map(
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0
+    ) -> Iterator[Done[R]]:
+        """Submit every unit, then yield each as it finishes (any order; ``Done.index`` says which).
+
+        With ``remote_outputs`` = k > 0, ``fn`` returns a tuple of k + 1 values: the first k
+        stay in the object store (``Done.value`` holds their references, to pass as
+        arguments of later tasks without a trip through the driver), the last one is fetched.
+        """
         ray = self.ray
         options: dict[str, Any] = {
             "num_cpus": resources.cpus,
@@ -147,8 +157,17 @@ class RayExecutor:
         if resources.memory_bytes:
             options["memory"] = resources.memory_bytes
         remote = ray.remote(**options)(_in_worker)
+        if remote_outputs:
+            remote = remote.options(num_returns=remote_outputs + 1)
         t0 = time.perf_counter()
-        pending = {remote.remote(fn, *a): i for i, a in enumerate(args)}
+        pending: dict[Any, int] = {}
+        held: dict[int, list[Any]] = {}
+        for i, a in enumerate(args):
+            refs = remote.remote(fn, *a)
+            if remote_outputs:
+                held[i] = list(refs[:-1])
+                refs = refs[-1]
+            pending[refs] = i
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -156,6 +175,8 @@ class RayExecutor:
                     i = pending.pop(ref)
                     try:
                         value = ray.get(ref)
+                        if remote_outputs:
+                            value = (*held.pop(i), value)
                     except ray.exceptions.RayTaskError as exc:
                         cause = getattr(exc, "cause", None) or exc
                         yield Done(i, error=f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}", seconds=time.perf_counter() - t0)
