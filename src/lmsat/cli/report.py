@@ -53,7 +53,7 @@ def demo(
 
     Example: lmsat demo --quick (writes lmsat-demo/report.html).
     """
-    from lmsat.experiments.demo import run_demo
+    from lmsat.pipelines.demo import run_demo
 
     from lmsat.cli import validate as v
 

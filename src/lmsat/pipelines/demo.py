@@ -1,5 +1,9 @@
 """`lmsat demo`: from nothing to a readable diagnosis, offline, on a language whose rank is known.
 
+A pipeline: it composes the library functions behind ``lmsat synth``, ``train``,
+``sweep``, ``saturation``, ``ngram-rank``, ``rank-probe``, ``head``, ``anisotropy``
+and ``report``, and measures nothing itself.
+
 Stages, each resumable through the records its own module writes (a re-run skips
 what is done, and an interrupted stage continues where it stopped):
 
@@ -121,7 +125,7 @@ def run_demo(
     config: DemoConfig | None = None,
 ) -> DemoResult:
     """Run every stage (module docstring) into ``output`` and write the report; returns its path and summary."""
-    from lmsat.loading.models import resolve_device
+    from lmsat.device import resolve_device
 
     config = config or (QUICK if quick else FULL)
     output = Path(output)
@@ -197,10 +201,11 @@ def stage_sweep(output: Path, config: DemoConfig, device: str) -> None:
 
 def _model_dirs(output: Path) -> list[str]:
     """The trained models' folder names, in order of hidden size."""
+    from lmsat.kinds.train import TrainRecord
     from lmsat.store import Store
 
-    recs = sorted(Store(output / MODELS).records("train"), key=lambda r: r.results["hidden_size"])
-    return [Path(r.results["model_dir"]).name for r in recs]
+    recs = sorted(TrainRecord.load(Store(output / MODELS)), key=lambda r: r.hidden_size)
+    return [Path(r.model_dir).name for r in recs]
 
 
 def stage_ngram(output: Path, config: DemoConfig) -> Any:
@@ -232,6 +237,7 @@ def stage_smollm2(output: Path, config: DemoConfig, device: str, say: Callable[[
     from lmsat import assets
     from lmsat.experiments.anisotropy import run_anisotropy
     from lmsat.experiments.head import run_head
+    from lmsat.figures.outputs import refresh_anisotropy, refresh_head
     from lmsat.loading.corpus import CorpusSpec
     from lmsat.loading.models import ModelSpec
 
@@ -246,9 +252,11 @@ def stage_smollm2(output: Path, config: DemoConfig, device: str, say: Callable[[
         return [note]
     notes = []
     run_head([spec], output / SMOLLM2)
+    refresh_head(output / SMOLLM2)  # the same CSV and figures as `lmsat head`
     if assets.is_cached("brown"):
         run_anisotropy([spec], CorpusSpec(source=str(assets.cache_dir() / "brown")), output / SMOLLM2,
                        n_tokens=config.smollm2_tokens, seq_len=128, batch_size=4)
+        refresh_anisotropy(output / SMOLLM2)
     else:
         notes.append("Brown corpus not cached: SmolLM2's anisotropy was skipped (`lmsat fetch-assets brown`).")
         say(notes[-1])
