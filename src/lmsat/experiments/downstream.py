@@ -1,4 +1,4 @@
-"""Downstream evaluation of the best and the final checkpoint of each model (SPEC 2.3, study Table 1).
+"""Downstream evaluation of the best and the final checkpoint of each model (docs/methods.md §11, study Table 1).
 
 The study's claim: saturation is not a loss artefact only; zero-shot task
 scores drop from the best (lowest-loss) checkpoint to the final one. This
@@ -54,9 +54,19 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.sweep import SweepRecord
 from lmsat.loading.checkpoints import Checkpoint, step_from_name
 from lmsat.loading.models import ModelSpec
-from lmsat.store import Record, Store, atomic_open, atomic_write_text, fingerprint, record_name, slugify
+from lmsat.measure.saturation import best_final_rise
+from lmsat.store import (
+    Record,
+    Store,
+    atomic_open,
+    atomic_write_text,
+    fingerprint,
+    record_name,
+    slugify,
+)
 
 KIND = "downstream"
 TABLE_KIND = "downstream_table"
@@ -170,13 +180,14 @@ def select_best_final(records: Sequence[Record], models: Sequence[str] | None = 
     out: list[Selection] = []
     skipped: list[str] = []
     for model, recs in by_model.items():
-        ok = [r for r in recs if r.results.get("status") == "ok" and _finite(r.results.get("cross_entropy"))
-              and not r.results.get("duplicate_of")]
+        ok = [r for r in recs if SweepRecord.from_record(r).usable]  # the one usable-checkpoint rule
         if not ok:
             skipped.append(model)
             continue
-        best = min(ok, key=lambda r: (float(r.results["cross_entropy"]), int(r.inputs["step"])))
-        final = max(ok, key=lambda r: int(r.inputs["step"]))
+        # The one best/final rule (docs/methods.md §5): best = lowest loss, earliest on ties; final = last step.
+        point = best_final_rise([int(r.inputs["step"]) for r in ok], [float(r.results["cross_entropy"]) for r in ok])
+        best = min((r for r in ok if int(r.inputs["step"]) == point["best_step"]), key=lambda r: float(r.results["cross_entropy"]))
+        final = next(r for r in ok if int(r.inputs["step"]) == point["final_step"])
         notes = []
         dups = [r for r in recs if r.results.get("duplicate_of")]
         failed = [r for r in recs if r not in ok and r not in dups]
