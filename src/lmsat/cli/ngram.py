@@ -183,6 +183,25 @@ def ngram_rank(
         ]
     )
     print_table(dims, title="Dimension needed", floats=2)
+    noise = r.get("noise")
+    if noise:
+        from lmsat.store import warn
+
+        def dim(d: object) -> str:
+            return f"{d:,}" if isinstance(d, int) else f"> {r['n_singular_values']:,}"
+
+        lo_d, hi_d = r["noise_floor_dimension_range"]
+        say(
+            f"noise floor: W-error {noise['floor']:.3f} (range {noise['floor_low']:.3f}-{noise['floor_high']:.3f}), "
+            f"reached at d = {dim(r['noise_floor_dimension'])} (range {dim(lo_d)}-{dim(hi_d)}): below it W-error(d) "
+            "is within the sampling noise of the counts (docs/ngram.md, 'Sampling noise')"
+        )
+        if noise["one_hot_fraction"] > 0.5:
+            warn(
+                f"{100 * noise['one_hot_fraction']:.0f}% of the rows of P are one-hot ({100 * noise['singleton_fraction']:.0f}% of "
+                "the kept contexts were seen once): most of |P|_F is sampling noise and small-threshold dims measure it; "
+                "--min-count 2+, --row-weight frequency or more tokens lower the noise."
+            )
     records = Store(output).records("ngram")
     atomic_write_csv(output / "ngram.csv", ngram_table(records))
     f1 = plot_ngram_w_error(records, output / "figures" / "ngram_w_error.png")

@@ -37,12 +37,14 @@ from lmsat.measure.ngram import (
     NGramCounter,
     NGramCounts,
     next_token_matrix,
+    noise_floor_dimension,
+    sampling_noise,
 )
 from lmsat.measure.sparse_spectrum import METHODS, sparse_singular_values
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
 from lmsat.progress import track
-from lmsat.store import Record, Store, fingerprint, slugify
+from lmsat.store import Record, Store, fingerprint, record_name, slugify
 
 KIND = "ngram"
 COUNTS_KIND = "ngram_counts"
@@ -261,7 +263,7 @@ def run_counts(
     if done is not None and not force:
         _check_same_inputs(done, inputs, key)
         return NGramCounts.from_arrays(done.load_arrays()), done
-    spill = Path(output) / COUNTS_KIND / f".spill-{slugify(key)}"
+    spill = Path(output) / COUNTS_KIND / f".spill-{record_name(key)}"
     shutil.rmtree(spill, ignore_errors=True)
     start = time.perf_counter()
     try:
@@ -345,6 +347,7 @@ def run_ngram(
             f"no context occurs at least --min-count {settings.min_count} times (the most frequent occurs "
             f"{int(counts.context_counts().max())} times); lower --min-count."
         )
+    noise = sampling_noise(p)  # docs/ngram.md, "Sampling noise"
     n_tokens, n_contexts_observed = counts.n_tokens, counts.n_contexts
     del counts  # the count table is stored; free it before the spectrum's own memory peak
     if progress.enabled():
@@ -377,6 +380,9 @@ def run_ngram(
         "blocks": spectrum.blocks,
         "dims_for_w_error": dims,
         "w_error_at": w_error_at(curve, spectrum.complete),
+        "noise": noise.as_dict(),
+        "noise_floor_dimension": noise_floor_dimension(curve, noise.floor),
+        "noise_floor_dimension_range": [noise_floor_dimension(curve, noise.floor_high), noise_floor_dimension(curve, noise.floor_low)],
         "count_seconds": counts_rec.results.get("count_seconds"),
         "spectrum_seconds": seconds,
     }

@@ -29,7 +29,9 @@ def ngram_label(rec: Record) -> str:
 def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = False) -> Path:
     """W-error(d) = sqrt(sum_{i>d} s_i^2) / |P|_F vs d, one line per record (the study's Fig. 7).
 
-    A truncated spectrum's line stops at the last computed d (marked with x).
+    A truncated spectrum's line stops at the last computed d (marked with x). A dashed line in the
+    record's colour is its sampling-noise floor (``results.noise.floor``), a square the d where
+    the curve reaches it.
     """
     fig, axes = new_figure(width=7.0, height=4.6)
     ax = axes[0, 0]
@@ -43,6 +45,12 @@ def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = Fa
         (line,) = ax.plot(d, curve, label=ngram_label(rec))
         if not rec.results.get("complete", True) and len(d):
             ax.plot(d[-1:], curve[-1:], marker="x", color=line.get_color())
+        noise = rec.results.get("noise") or {}
+        if noise.get("floor") is not None:  # the sampling-noise floor: below it the curve measures noise
+            ax.axhline(noise["floor"], color=line.get_color(), lw=0.8, ls="--", alpha=0.7)
+            d_noise = rec.results.get("noise_floor_dimension")
+            if d_noise is not None:
+                ax.plot([d_noise], [noise["floor"]], marker="s", ms=3.5, color=line.get_color())
         d10 = (rec.results.get("dims_for_w_error") or {}).get("0.1")
         if d10:
             ax.plot([d10], [0.1], marker="o", ms=3, color=line.get_color())
@@ -53,7 +61,7 @@ def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = Fa
     ax.set_xlabel("dimension d (rank of the approximation)")
     ax.set_ylabel("W-error(d) = |P - P_d|_F / |P|_F")
     ax.set_ylim(0, 1.02)
-    ax.set_title("n-gram next-token matrix: best rank-d error (dots: d for W-error 0.1)")
+    ax.set_title("n-gram next-token matrix: best rank-d error\n(dots: d for W-error 0.1; dashed: sampling-noise floor, squares: d where reached)", fontsize=9)
     ax.legend()
     return save(fig, path)
 

@@ -246,10 +246,155 @@ def _group_counts(rows: np.ndarray, weights: np.ndarray | None, n: int, vocab_si
     if weights is None:
         count = np.diff(np.append(starts, n_rows)).astype(np.int64)
     else:
-        count = np.add.reduceat(weights, starts).round().astype(np.int64)
+        count = np.add.reduceat(weights, starts).astype(np.int64)
     next_token = (keys % v).astype(np.int64)
     indptr = np.append(ctx_starts, len(keys)).astype(np.int64)
     return NGramCounts(n, vocab_size, contexts, indptr, next_token, count, n_tokens)
+
+
+def _order_by_first(first: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Stable argsort of ids in [0, vocab_size): LSD radix over 16-bit digits (numpy sorts uint16 by radix)."""
+    if vocab_size <= 1 << 16:
+        return np.argsort(first.astype(np.uint16), kind="stable")
+    low = (first & 0xFFFF).astype(np.uint16)
+    order = np.argsort(low, kind="stable")
+    del low
+    high = (first[order] >> 16).astype(np.uint32)
+    if vocab_size <= 1 << 32:
+        high = high.astype(np.uint16)
+    return order[np.argsort(high, kind="stable")]
+
+
+def _id_bits(vocab_size: int) -> int:
+    """Bits per token id in a shift-packed key (ids in [0, vocab_size))."""
+    return max(1, (vocab_size - 1).bit_length())
+
+
+def _packs_in_u64(vocab_size: int, width: int) -> bool:
+    """True when ``width`` ids fit one uint64 by shifts and the id table is small (the first-token path)."""
+    return width * _id_bits(vocab_size) <= 64 and vocab_size <= _LOOKUP_MAX_VOCAB
+
+
+def _table_from_sorted(rest: np.ndarray, group_end: np.ndarray, count: np.ndarray | None, n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+    """The count table of n-grams sorted by (first token, rest key), rest = t_2 .. t_n packed by shifts.
+
+    ``group_end`` (V,): the rows of first token v are ``group_end[v-1]:group_end[v]``; equal
+    (first, rest) rows are adjacent; ``count``: each row's weight (None: 1 each).
+    """
+    n_rows = rest.size
+    bits = _id_bits(vocab_size)
+    new = np.empty(n_rows, dtype=bool)
+    if n_rows:
+        new[0] = True
+        np.not_equal(rest[1:], rest[:-1], out=new[1:])
+    bounds = group_end[:-1][(group_end[:-1] > 0) & (group_end[:-1] < n_rows)]
+    new[bounds] = True  # a new first token starts a new n-gram even when the rest key repeats
+    starts = np.flatnonzero(new)
+    del new
+    if count is None:
+        cnt = np.diff(np.append(starts, n_rows))
+    else:
+        cnt = np.add.reduceat(count, starts) if starts.size else np.zeros(0, np.int64)
+    # first token of each distinct n-gram: group v holds the starts in [group_end[v-1], group_end[v])
+    per_first = np.diff(np.searchsorted(starts, group_end), prepend=0)
+    keys = rest[starts]
+    del starts
+    firsts = np.repeat(np.arange(vocab_size, dtype=np.int64), per_first)
+    ctx_rest = keys >> np.uint64(bits)
+    keys &= np.uint64((1 << bits) - 1)
+    next_token = keys.view(np.int64)
+    new_ctx = np.empty(ctx_rest.size, dtype=bool)
+    if ctx_rest.size:
+        new_ctx[0] = True
+        np.not_equal(ctx_rest[1:], ctx_rest[:-1], out=new_ctx[1:])
+        new_ctx[1:] |= firsts[1:] != firsts[:-1]
+    ctx_starts = np.flatnonzero(new_ctx)
+    del new_ctx
+    contexts = np.empty((ctx_starts.size, n - 1), dtype=np.int64)
+    contexts[:, 0] = firsts[ctx_starts]
+    del firsts
+    if n > 2:
+        ctx_rest = ctx_rest[ctx_starts]
+        mask = np.uint64((1 << bits) - 1)
+        for j in range(n - 2, 0, -1):
+            contexts[:, j] = (ctx_rest & mask).view(np.int64)
+            ctx_rest >>= np.uint64(bits)
+    del ctx_rest
+    indptr = np.append(ctx_starts, next_token.size)
+    return NGramCounts(n, vocab_size, contexts, indptr, next_token, cnt.astype(np.int64, copy=False), n_tokens)
+
+
+def _count_by_first_token(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
+    """count_ngrams when the last n-1 ids of a window fit one uint64 by shifts (5-grams: V <= 65,536).
+
+    Windows are grouped by their first token with a stable radix sort (linear), the other
+    n-1 tokens packed into one uint64 key (b = ceil(log2 V) bits each, so the key order is
+    the lexicographic order and unpacking is shifts and masks) and each first-token group
+    sorted with ``np.sort`` in place: no 64-bit argsort over all windows, no 2-D gathers.
+    """
+    n_win = tokens.size - n + 1
+    bits = np.uint64(_id_bits(vocab_size))
+    rest = np.zeros(n_win, dtype=np.uint64)
+    u = _as_u64(tokens)
+    for j in range(1, n):
+        rest <<= bits
+        rest |= u[j : j + n_win]
+    order = _order_by_first(tokens[:n_win], vocab_size)
+    rest = rest[order]
+    del order
+    group_end = np.cumsum(np.bincount(tokens[:n_win], minlength=vocab_size))
+    _sort_groups(rest, group_end, None)
+    return _table_from_sorted(rest, group_end, None, n, vocab_size, int(tokens.size))
+
+
+def _sort_groups(rest: np.ndarray, group_end: np.ndarray, count: np.ndarray | None) -> None:
+    """Sort ``rest`` in place within each first-token group (carrying ``count`` along when given)."""
+    sizes = np.diff(group_end, prepend=0)
+    for v_id in np.flatnonzero(sizes > 1).tolist():
+        end = int(group_end[v_id])
+        start = end - int(sizes[v_id])
+        if count is None:
+            rest[start:end].sort()
+        else:  # a concatenation of sorted runs: the stable sort (timsort / radix) merges them
+            o = np.argsort(rest[start:end], kind="stable")
+            rest[start:end] = rest[start:end][o]
+            count[start:end] = count[start:end][o]
+
+
+def _merge_by_first_token(parts: Sequence[NGramCounts], n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+    """merge_counts of sorted tables as sorted runs (the last n-1 ids fit one uint64 by shifts).
+
+    Each table is already sorted by (first token, rest key): concatenated and grouped by
+    first token with a stable radix sort, every first-token group is a concatenation of at
+    most len(parts) sorted runs, which a stable (run-detecting) argsort merges; int64 counts
+    are summed exactly. Per n-gram row: 8 bytes of key, 8 of count, the first token.
+    """
+    bits = np.uint64(_id_bits(vocab_size))
+    firsts, rests = [], []
+    for p in parts:
+        lengths = np.diff(p.indptr)
+        ctx_rest = np.zeros(p.n_contexts, dtype=np.uint64)
+        for j in range(1, n - 1):
+            ctx_rest <<= bits
+            ctx_rest |= _as_u64(p.contexts[:, j])
+        rest = np.repeat(ctx_rest, lengths)
+        del ctx_rest
+        rest <<= bits
+        rest |= _as_u64(p.next_token)
+        rests.append(rest)
+        firsts.append(np.repeat(p.contexts[:, 0], lengths))
+    first = np.concatenate(firsts)
+    del firsts
+    rest = np.concatenate(rests)
+    del rests
+    count = np.concatenate([p.count for p in parts]).astype(np.int64, copy=False)
+    order = _order_by_first(first, vocab_size)
+    rest, count = rest[order], count[order]
+    del order
+    group_end = np.cumsum(np.bincount(first, minlength=vocab_size))
+    del first
+    _sort_groups(rest, group_end, count)
+    return _table_from_sorted(rest, group_end, count, n, vocab_size, n_tokens)
 
 
 def count_ngrams(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
@@ -264,6 +409,8 @@ def count_ngrams(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
         raise ValueError(f"token ids must lie in [0, {vocab_size}); got [{tokens.min()}, {tokens.max()}]")
     if tokens.size < n:
         return _empty_counts(n, vocab_size, int(tokens.size))
+    if vocab_size**n > _U64_MAX + 1 and _packs_in_u64(vocab_size, n - 1):
+        return _count_by_first_token(tokens, n, vocab_size)
     windows = np.lib.stride_tricks.sliding_window_view(tokens, n)
     return _group_counts(windows, None, n, vocab_size, int(tokens.size))
 
@@ -282,8 +429,10 @@ def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
     if len(parts) == 1:
         p = parts[0]
         return NGramCounts(n, vocab_size, p.contexts, p.indptr, p.next_token, p.count, n_tokens)
+    if _packs_in_u64(vocab_size, n - 1):
+        return _merge_by_first_token(parts, n, vocab_size, n_tokens)
     rows = np.concatenate([p.ngram_rows() for p in parts])
-    weights = np.concatenate([p.count for p in parts]).astype(np.float64)
+    weights = np.concatenate([p.count for p in parts])  # int64: exact at any count
     return _group_counts(rows, weights, n, vocab_size, n_tokens)
 
 
@@ -527,3 +676,82 @@ def next_token_matrix(
         n_occurrences_kept=int(kept.count.sum()),
         row_weight=row_weight,
     )
+
+
+@dataclass(frozen=True)
+class SamplingNoise:
+    """How much of |P|_F^2 is sampling noise, under a multinomial model of each row.
+
+    Each kept row is the empirical distribution of N(c) draws from the context's true
+    next-token distribution p_c, times a row scale a_c (1 for uniform rows,
+    sqrt(N(c)/N) for frequency rows). Then E|P_c - a_c p_c|^2 = a_c^2 (1 - |p_c|^2) / N(c),
+    and for N(c) >= 2 the collision rate q_c = sum_w N(c,w)(N(c,w)-1) / (N(c)(N(c)-1))
+    = (N(c) S_c - 1)/(N(c) - 1), S_c = |P_c|^2 / a_c^2, is an unbiased estimate of |p_c|^2.
+    Rows seen once (one draw) cannot estimate |p_c|^2: their noise a_c^2 (1 - |p_c|^2)
+    lies in [0, a_c^2]; ``energy`` takes |p_c|^2 as the mean q of the rows seen twice,
+    ``energy_low`` / ``energy_high`` take 0 and a_c^2 (a bracket).
+
+    ``floor`` = sqrt(energy) / |P|_F: W-error(d) cannot be told from sampling noise once
+    it is at or below the floor (past the true rank r, the tail sum_{i>r} s_i^2 is noise
+    energy). ``floor_low`` / ``floor_high``: the same from the bracket.
+    """
+
+    energy: float
+    energy_low: float
+    energy_high: float
+    frobenius_norm: float
+    floor: float
+    floor_low: float
+    floor_high: float
+    one_hot_fraction: float  # rows with a single non-zero
+    singleton_fraction: float  # rows of contexts seen once (N(c) = 1)
+    singleton_collision: float  # the |p|^2 assumed for them (mean q of N(c) = 2 rows)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+def sampling_noise(p: NextTokenMatrix) -> SamplingNoise:
+    """The multinomial sampling-noise estimate of P (see :class:`SamplingNoise`)."""
+    m = p.matrix
+    n_c = p.context_counts.astype(np.float64)
+    row_sq = np.asarray(m.multiply(m).sum(axis=1)).ravel()
+    frob_sq = float(row_sq.sum())
+    if p.row_weight == "frequency":
+        scale_sq = n_c / max(float(n_c.sum()), 1.0)
+    else:
+        scale_sq = np.ones_like(n_c)
+    s = row_sq / np.where(scale_sq > 0, scale_sq, 1.0)
+    many = n_c >= 2
+    q = np.zeros_like(n_c)
+    q[many] = np.clip((n_c[many] * s[many] - 1.0) / (n_c[many] - 1.0), 0.0, 1.0)
+    noise_many = float((scale_sq[many] * (1.0 - q[many]) / n_c[many]).sum())
+    twice = n_c == 2
+    collision = float(q[twice].mean()) if twice.any() else (float(q[many].mean()) if many.any() else 0.0)
+    once_scale = float(scale_sq[~many].sum())
+    energy = noise_many + once_scale * (1.0 - collision)
+    low, high = noise_many, noise_many + once_scale
+    frob = float(np.sqrt(frob_sq))
+
+    def floor(e: float) -> float:
+        return float(min(1.0, np.sqrt(max(e, 0.0) / frob_sq))) if frob_sq > 0 else 0.0
+
+    n_rows = max(m.shape[0], 1)
+    return SamplingNoise(
+        energy=energy,
+        energy_low=low,
+        energy_high=high,
+        frobenius_norm=frob,
+        floor=floor(energy),
+        floor_low=floor(low),
+        floor_high=floor(high),
+        one_hot_fraction=float((np.diff(m.indptr) == 1).sum() / n_rows),
+        singleton_fraction=float((~many).sum() / n_rows),
+        singleton_collision=collision,
+    )
+
+
+def noise_floor_dimension(w_error: np.ndarray, floor: float) -> int | None:
+    """Smallest d with W-error(d) <= floor: past it the curve is within sampling noise (None if not reached)."""
+    hits = np.nonzero(np.asarray(w_error) <= floor)[0]
+    return int(hits[0]) if len(hits) else None
