@@ -43,6 +43,9 @@ def causality(
     t = Thresholds(max_rise=max_rise, min_entropy_rise=min_entropy_rise, rank_drop=rank_drop, min_anisotropy_rise=min_anisotropy_rise,
                    low_rank=low_rank, from_step=from_step, level=level, n_boot=n_boot)
     out = output if output is not None else run_dirs[0]
+    from lmsat.cli import validate as v
+
+    v.check_output_dir(out)
     record = run_causality(run_dirs, out, t)
     res = record.results
     print_table(group_frame(res), title=f"Per group over seeds (mean ± sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
