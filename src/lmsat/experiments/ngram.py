@@ -28,8 +28,9 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
-from lmsat.loading.corpus import DOCUMENT_SPLITS, CorpusSpec, check_corpus, iter_document_pieces
+from lmsat.loading.corpus import DOCUMENT_SPLITS, CorpusSpec, check_corpus
 from lmsat.loading.tokenizers import TextTokenizer
+from lmsat.loading.tokens import token_pieces
 from lmsat.measure.ngram import (
     CONTEXT_SELECTIONS,
     DEFAULT_SHARD_TOKENS,
@@ -43,7 +44,6 @@ from lmsat.measure.ngram import (
 from lmsat.measure.sparse_spectrum import METHODS, sparse_singular_values
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
-from lmsat.progress import track
 from lmsat.store import Record, Store, fingerprint, record_name, slugify
 
 KIND = "ngram"
@@ -51,8 +51,6 @@ COUNTS_KIND = "ngram_counts"
 SCHEMA_VERSION = 1
 THRESHOLDS: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.01)
 REPORT_DIMS: tuple[int, ...] = (64, 128, 256, 512, 768, 1024, 2048, 4096)
-_ENCODE_BATCH = 64  # documents per tokenizer call
-_ENCODE_CHARS = 1 << 20  # ... or fewer when they hold this many characters
 
 
 @dataclass(frozen=True)
@@ -167,49 +165,11 @@ def token_stream(
 ) -> Iterator[tuple[np.ndarray, bool]]:
     """Token ids of the corpus as (int64 array, ends_document) pieces; end-of-text appended after each document.
 
-    Documents are delimited by ``documents`` (:func:`lmsat.loading.corpus.iter_document_pieces`:
-    ``file``, ``blank-line`` or ``line``); the tokenizer's end-of-text token, when it has one,
-    closes each (as models see documents in training). Pieces are encoded in batches of up to
-    ``_ENCODE_BATCH`` pieces or ``_ENCODE_CHARS`` characters (fast tokenizers encode a batch in
-    parallel); the stream stops after ``max_tokens`` tokens.
+    Documents are delimited by ``documents`` (``file``, ``blank-line`` or ``line``); the stream
+    stops after ``max_tokens`` tokens: :func:`lmsat.loading.tokens.token_pieces`, the one
+    corpus-to-tokens function.
     """
-    budget = max_tokens if max_tokens is not None else -1
-    batch: list[str] = []
-    ends: list[bool] = []
-    warned = getattr(tokenizer.backend, "deprecation_warnings", None)
-    if isinstance(warned, dict):
-        # Counting feeds no model, so HF's "longer than the model's maximum length" warning does not apply.
-        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
-    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
-
-    def encode() -> Iterator[tuple[np.ndarray, bool]]:
-        nonlocal budget
-        for ids, end in zip(tokenizer.encode_batch(batch), ends):
-            if not ids and not end:
-                continue
-            arr = np.asarray(list(ids) + (eos if end else []), dtype=np.int64)
-            if budget >= 0:
-                arr = arr[:budget]
-                budget -= arr.size
-            if arr.size:
-                yield arr, end
-            if budget == 0:
-                return
-        batch.clear()
-        ends.clear()
-
-    chars = 0
-    for piece, end in track(iter_document_pieces(corpus, documents), "tokenising and counting n-grams"):
-        batch.append(piece)
-        ends.append(end)
-        chars += len(piece)
-        if len(batch) >= _ENCODE_BATCH or chars >= _ENCODE_CHARS:
-            chars = 0
-            yield from encode()
-            if budget == 0:
-                return
-    if batch:
-        yield from encode()
+    yield from token_pieces(corpus, tokenizer, max_tokens, documents, description="tokenising and counting n-grams")
 
 
 def count_corpus(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,87 @@ from typing import Any
 import numpy as np
 
 from lmsat.errors import UserError
-from lmsat.loading.corpus import CorpusSpec, iter_documents
+from lmsat.loading.corpus import CorpusSpec, iter_document_pieces, iter_documents
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.store import atomic_save_npz, fingerprint
 
 DEFAULT_POOL_FACTOR = 20
-_ENCODE_BATCH = 64
+_ENCODE_BATCH = 64  # documents per tokenizer call
+_ENCODE_CHARS = 1 << 20  # ... or fewer when they hold this many characters (document pieces only)
+
+
+def token_pieces(
+    corpus: CorpusSpec,
+    tokenizer: TextTokenizer,
+    max_tokens: int | None = None,
+    documents: str | None = None,
+    stop_at_batch: bool = False,
+    description: str | None = None,
+) -> Iterator[tuple[np.ndarray, bool]]:
+    """The corpus as one token stream, in (int64 ids, ends_document) pieces: lmsat's one corpus-to-tokens function.
+
+    The tokenizer's end-of-text id, when it has one, follows each document (as models
+    see documents in training). ``documents`` None reads whole documents
+    (:func:`lmsat.loading.corpus.iter_documents`; a document that encodes to nothing is
+    skipped); ``file``, ``blank-line`` or ``line`` reads them as pieces of at most ~1 MB
+    delimited that way (:func:`lmsat.loading.corpus.iter_document_pieces`). Documents are
+    encoded in batches of up to 64 (fast tokenizers encode a batch in parallel).
+
+    ``max_tokens`` ends the stream after exactly that many tokens; with ``stop_at_batch``
+    it ends instead after the batch that reaches it (nothing cut: the token sample's
+    pool). ``description``: a progress bar over the documents read.
+
+    Used by the token sample (:func:`build_token_sample`), training data
+    (:func:`lmsat.training.data.token_stream`) and n-gram counting
+    (:func:`lmsat.experiments.ngram.token_stream`).
+    """
+    budget = max_tokens if max_tokens is not None else -1
+    total = 0
+    batch: list[str] = []
+    ends: list[bool] = []
+    warned = getattr(tokenizer.backend, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        # A stream feeds no model whole, so HF's "longer than the model's maximum length" warning does not apply.
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
+    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+
+    def encode() -> Iterator[tuple[np.ndarray, bool]]:
+        nonlocal budget, total
+        for ids, end in zip(tokenizer.encode_batch(batch), ends):
+            if not ids and (not end or documents is None):
+                continue
+            arr = np.asarray(list(ids) + (eos if end else []), dtype=np.int64)
+            if budget >= 0 and not stop_at_batch:
+                arr = arr[:budget]
+                budget -= arr.size
+            total += arr.size
+            if arr.size:
+                yield arr, end
+            if budget == 0:
+                return
+        batch.clear()
+        ends.clear()
+
+    if documents is None:
+        pieces: Iterator[tuple[str, bool]] = ((doc, True) for doc in iter_documents(corpus))
+    else:
+        pieces = iter_document_pieces(corpus, documents)
+    if description:
+        from lmsat.progress import track
+
+        pieces = track(pieces, description)
+    chars = 0
+    for piece, end in pieces:
+        batch.append(piece)
+        ends.append(end)
+        chars += len(piece)
+        if len(batch) >= _ENCODE_BATCH or (documents is not None and chars >= _ENCODE_CHARS):
+            chars = 0
+            yield from encode()
+            if budget == 0 or (stop_at_batch and 0 <= budget <= total):
+                return
+    if batch:
+        yield from encode()
 
 
 @dataclass(frozen=True)
@@ -102,27 +178,9 @@ def build_token_sample(
         raise UserError(f"--tokens must be >= 1 and --seq-len >= 2 (got {n_tokens} and {seq_len}).")
     n_seq = math.ceil(n_tokens / seq_len)
     budget = max(pool_factor * n_seq * seq_len, n_seq * seq_len)
-    stream: list[int] = []
-    batch: list[str] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        for ids in tokenizer.encode_batch(batch):
-            if ids:
-                stream.extend(ids)
-                if tokenizer.eos_id is not None:
-                    stream.append(tokenizer.eos_id)
-        batch.clear()
-
-    for doc in iter_documents(corpus):
-        batch.append(doc)
-        if len(batch) >= _ENCODE_BATCH:
-            flush()
-            if len(stream) >= budget:
-                break
-    flush()
-    if not stream:
+    parts = [ids for ids, _ in token_pieces(corpus, tokenizer, budget, stop_at_batch=True)]
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if not len(stream):
         raise UserError(f"corpus '{corpus.source}' contains no text; point --data at files with content.")
     n_windows = len(stream) // seq_len
     if n_windows < 1:

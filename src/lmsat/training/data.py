@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 
 from lmsat.errors import UserError
-from lmsat.loading.corpus import CorpusSpec, iter_documents, resolve_files
+from lmsat.loading.corpus import CorpusSpec, resolve_files
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.synth.truth import HELDOUT, heldout_reference, language_for_corpus
 
-_ENCODE_BATCH = 64
 
 
 def batch_indices(step: int, batch_size: int, n_windows: int, seed: int) -> np.ndarray:
@@ -35,30 +34,13 @@ def batch_indices(step: int, batch_size: int, n_windows: int, seed: int) -> np.n
 def token_stream(corpus: CorpusSpec, tokenizer: TextTokenizer, max_tokens: int | None = None) -> np.ndarray:
     """The corpus as one int64 stream: each document's ids followed by the eos id (if any).
 
-    Read whole into memory, or only its first ``max_tokens`` tokens (documents in corpus order).
+    Read whole into memory, or only its first ``max_tokens`` tokens (documents in corpus order);
+    :func:`lmsat.loading.tokens.token_pieces`, the one corpus-to-tokens function.
     """
-    parts: list[np.ndarray] = []
-    batch: list[str] = []
-    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
-    count = 0
+    from lmsat.loading.tokens import token_pieces
 
-    def flush() -> None:
-        nonlocal count
-        for ids in tokenizer.encode_batch(batch):
-            if ids:
-                parts.append(np.asarray(list(ids) + eos, dtype=np.int64))
-                count += len(parts[-1])
-        batch.clear()
-
-    for doc in iter_documents(corpus):
-        batch.append(doc)
-        if len(batch) >= _ENCODE_BATCH:
-            flush()
-            if max_tokens is not None and count >= max_tokens:
-                break
-    flush()
-    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return stream[:max_tokens] if max_tokens is not None else stream
+    parts = [ids for ids, _ in token_pieces(corpus, tokenizer, max_tokens)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def windows_of(stream: np.ndarray, seq_len: int) -> np.ndarray:
