@@ -317,6 +317,21 @@ CASES += [
     C("train-device-tpu", *TRAIN, "--device", "tpu", expect="--device must be one of"),
     C("train-missing-eval-data", *TRAIN, "--eval-data", "{root}/nope", expect="does not exist"),
 ]
+# causality (the same threshold bounds as saturation)
+CAUS = ("causality", "{rundir}")
+CASES += [
+    C("causality-output-is-a-file", *CAUS, "-o", "{out}/afile", expect="is an existing file", output=False, pre_file=True),
+    C("causality-output-under-a-file", *CAUS, "-o", "{out}/afile/sub", expect="is a file", output=False, pre_file=True),
+    C("causality-output-immutable", *CAUS, "-o", "{immutable_dir}/sub", expect="cannot be written", output=False, needs="immutable_dir"),
+    C("causality-output-read-only-fs", *CAUS, "-o", "{readonly_dir}/sub", expect="read-only filesystem", output=False, needs="readonly_dir"),
+    C("causality-missing-run-dir", "causality", "{root}/nope", expect="does not exist"),
+    C("causality-max-rise-negative", *CAUS, "--max-rise", "-1", expect="--max-rise must be >= 0 (got -1)"),
+    C("causality-min-entropy-rise-0", *CAUS, "--min-entropy-rise", "0", expect="--min-entropy-rise must be > 0 (got 0)"),
+    C("causality-rank-drop-2", *CAUS, "--rank-drop", "2", expect="--rank-drop must be in (0, 1) (got 2)"),
+    C("causality-level-1", *CAUS, "--level", "1", expect="--level must be in (0, 1) (got 1)"),
+    C("causality-n-boot-0", *CAUS, "--n-boot", "0", expect="--n-boot must be >= 1 (got 0)"),
+    C("causality-no-records", *CAUS, expect="no sweep or train records"),
+]
 # downstream, report, demo, fetch-assets, the app itself
 CASES += [
     C("downstream-nothing-to-evaluate", "downstream", expect="nothing to evaluate"),

@@ -46,6 +46,17 @@ def causality(
     from lmsat.cli import validate as v
 
     v.check_output_dir(out)
+    for run_dir in run_dirs:
+        v.check_input_dir(run_dir, "run directory")
+    # the same bounds as lmsat saturation
+    v.check_range("--max-rise", max_rise, 0)
+    v.check_range("--min-entropy-rise", min_entropy_rise, 0, inclusive="neither")
+    v.check_range("--min-anisotropy-rise", min_anisotropy_rise, 0, inclusive="neither")
+    v.check_range("--rank-drop", rank_drop, 0, 1, inclusive="neither")
+    v.check_range("--low-rank", low_rank, 0, 1, inclusive="neither")
+    v.check_range("--from-step", from_step, 0)
+    v.check_range("--level", level, 0, 1, inclusive="neither")
+    v.check_range("--n-boot", n_boot, 1)
     record = run_causality(run_dirs, out, t)
     res = record.results
     print_table(group_frame(res), title=f"Per group over seeds (mean ± sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
