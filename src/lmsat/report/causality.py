@@ -92,7 +92,7 @@ def runs_frame(results: dict[str, Any]) -> pd.DataFrame:
 def causality_sections(records: list[Record], folder: Path) -> list[Any]:
     """One "causality" section per record: the verdict in plain words, the figure and the four tables."""
     from lmsat.figures.causality import plot_causality
-    from lmsat.report.content import Figure, Section, Table
+    from lmsat.report.sections import Figure, Section, Table
 
     sections = []
     for i, rec in enumerate(records):

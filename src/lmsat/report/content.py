@@ -10,7 +10,6 @@ measurement is recomputed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +31,7 @@ from lmsat.kinds.ngram import NgramRecord
 from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord
 from lmsat.kinds.sweep import SweepRecord
 from lmsat.report import diagnosis as dg
+from lmsat.report.sections import Figure, Section, Table
 from lmsat.store import Record
 
 # Kinds with their own section (every registered kind, lmsat.kinds.REGISTRY, in its order); any other
@@ -39,31 +39,6 @@ from lmsat.store import Record
 KNOWN_KINDS = (*kinds.REGISTRY, "causality")
 # Intermediate records another kind summarises (the n-gram counts behind each ngram record): not shown.
 INTERMEDIATE_KINDS = tuple(k.name for k in kinds.REGISTRY.values() if k.intermediate and k.name != "downstream")
-
-
-@dataclass
-class Table:
-    id: str
-    title: str
-    frame: pd.DataFrame
-    caption: str = ""
-
-
-@dataclass
-class Figure:
-    id: str
-    title: str
-    path: Path
-    caption: str = ""
-
-
-@dataclass
-class Section:
-    id: str
-    title: str
-    intro: str
-    figures: list[Figure] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
 
 
 def fmt_cell(value: Any) -> str:
