@@ -155,3 +155,22 @@ def test_seed_names_and_threshold_errors():
         Thresholds(rank_drop=1.5).validate()
     with pytest.raises(UserError):
         Thresholds(level=1.0).validate()
+
+
+def test_polypythias_suite_expands_to_seeded_hub_names_with_their_seed():
+    from lmsat.loading.checkpoints import PYTHIA_STEPS, expand_sweep, model_seed, parse_seeds, suite_models
+
+    assert parse_seeds("1-3,7") == [1, 2, 3, 7] and parse_seeds("0,2") == [0, 2]
+    assert suite_models("polypythias", "14m,70m", [1, 2]) == [
+        "EleutherAI/pythia-14m-seed1", "EleutherAI/pythia-14m-seed2", "EleutherAI/pythia-70m-seed1", "EleutherAI/pythia-70m-seed2"]
+    models = expand_sweep(suite="polypythias", sizes="14m", seeds=parse_seeds("0-9"), revisions="all")
+    assert [m.model for m in models][:2] == ["EleutherAI/pythia-14m", "EleutherAI/pythia-14m-seed1"] and len(models) == 10
+    assert [m.checkpoints[0].seed for m in models] == list(range(10))
+    assert all(len(m.checkpoints) == len(PYTHIA_STEPS) == 154 and m.tokens_per_step == 2_097_152 for m in models)
+    assert model_seed("EleutherAI/pythia-160m-data-seed2") == 2 and model_seed("EleutherAI/pythia-160m") is None
+    for bad in (dict(suite="polypythias", sizes="1b", seeds=[1]), dict(suite="pythia", sizes="14m", seeds=[1]),
+                dict(suite="polypythias", sizes="14m", seeds=[10])):
+        with pytest.raises(UserError):
+            expand_sweep(revisions="final", **bad)
+    with pytest.raises(UserError):
+        parse_seeds("3-1")

@@ -69,7 +69,7 @@ def test_causality_errors_are_one_line(tmp_path, cli):
 
 @pytest.fixture(scope="module")
 def three_seeds(tmp_path_factory):
-    """A tiny synthetic language and one model (d = 8) trained with seeds 0, 1, 2 (a few seconds)."""
+    """A tiny synthetic language and one model (d = 8) trained with --seeds 0,1,2 in one folder (seconds)."""
     from lmsat.cli import main
 
     root = tmp_path_factory.mktemp("causality_e2e")
@@ -81,28 +81,50 @@ def three_seeds(tmp_path_factory):
             assert exc.code in (0, None)
 
     run("synth", "-o", root / "lang", "--vocab", 32, "--contexts", 32, "--rank", 4, "-n", 8192, "--heldout-tokens", 2048)
-    dirs = []
-    for seed in (0, 1, 2):
-        out = root / f"seed{seed}"
-        run("train", "--data", root / "lang" / "corpus", "--tokenizer", root / "lang" / "tokenizer", "--hidden-sizes", 8,
-            "--layers", 1, "--heads", 2, "--seq-len", 16, "--steps", 24, "--batch-size", 8, "--warmup", 2,
-            "--checkpoint-every", 8, "--eval-tokens", 256, "--seed", seed, "-o", out)
-        dirs.append(out)
-    return root, dirs
+    out = root / "seeds"
+    run("train", "--data", root / "lang" / "corpus", "--tokenizer", root / "lang" / "tokenizer", "--hidden-sizes", 8,
+        "--layers", 1, "--heads", 2, "--seq-len", 16, "--steps", 24, "--batch-size", 8, "--warmup", 2,
+        "--checkpoint-every", 8, "--eval-tokens", 256, "--seeds", "0,1,2", "-o", out)
+    return root, out
+
+
+def test_train_seeds_name_the_models_and_split_weights_from_batch_order(three_seeds, cli):
+    from lmsat.training.config import TrainConfig
+    from lmsat.training.data import batch_indices
+    from lmsat.training.model import build_model
+
+    root, out = three_seeds
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("gpt-neox")) == [
+        "gpt-neox-d8-l1", "gpt-neox-d8-l1-seed1", "gpt-neox-d8-l1-seed2"]
+    seeds = {r.key: r.inputs["seed"] for r in Store(out).records("train")}
+    assert seeds == {"gpt-neox-d8-l1": 0, "gpt-neox-d8-l1-seed1": 1, "gpt-neox-d8-l1-seed2": 2}
+    base = TrainConfig(hidden_size=8, layers=1, heads=2)
+    a, b = TrainConfig(**{**base.settings(), "seed": 1, "weight_seed": 7}), TrainConfig(**{**base.settings(), "seed": 2, "weight_seed": 7})
+    assert (a.init_seed, a.order_seed, a.model_name) == (7, 1, "gpt-neox-d8-l1-seed1-weight-seed7")
+    wa, wb = build_model(a, 40, 39).state_dict(), build_model(b, 40, 39).state_dict()
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)  # same weight seed: same initial weights
+    assert not np.array_equal(batch_indices(3, 8, 100, a.order_seed), batch_indices(3, 8, 100, b.order_seed))
+    c = TrainConfig(**{**base.settings(), "seed": 1, "data_seed": 1})
+    wc = build_model(c, 40, 39).state_dict()
+    assert not all(np.array_equal(wa[k].numpy(), wc[k].numpy()) for k in wa) and c.order_seed == a.order_seed
+    res = cli("train", "--data", root / "lang" / "corpus", "--tokenizer", root / "lang" / "tokenizer", "--seed", 3, "--seeds", "0,1",
+              "-o", root / "bad")
+    assert res.code == 2 and "--seeds" in res.stderr and not (root / "bad").exists()
 
 
 def test_three_seeds_then_causality_then_report(three_seeds, cli):
-    root, dirs = three_seeds
+    root, run_dir = three_seeds
     out = root / "analysis"
-    res = cli("causality", *dirs, "-o", out, "--n-boot", 1000)
+    res = cli("causality", run_dir, "-o", out, "--n-boot", 1000)
     assert res.code == 0, res.stderr
     rec = Store(out).records("causality")[0].results
     assert len(rec["runs"]) == 3 and [r["seed"] for r in rec["runs"]] == [0, 1, 2]
     (group,) = rec["groups"]
     assert group["n_seeds"] == 3 and group["seeds"] == "0,1,2"
     # independent check of each run's numbers against its own stored train record
-    for d, row in zip(dirs, rec["runs"]):
-        (train,) = Store(d).records("train")
+    trains = {r.inputs["seed"]: r for r in Store(run_dir).records("train")}
+    for row in rec["runs"]:
+        train = trains[row["seed"]]
         a = train.load_arrays()
         steps, loss = a["checkpoint_steps"], a["eval_loss"]
         assert row["best_step"] == int(steps[int(np.argmin(loss))])

@@ -48,6 +48,7 @@ KEY = "analysis"
 #: Settings of a `train` record that name a seed (grouped over, never part of a group's label).
 SEED_SETTINGS = ("seed", "data_seed", "weight_seed")
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
+_TRAIN_SEEDS = re.compile(r"(?:-(?:weight-|data-)?seed\d+)+$")
 #: The collapse measures whose lead/lag against the loss rise is reported, in this order.
 SIGNS = {"rank": "rank_onset", "entropy": "entropy_onset", "anisotropy": "anisotropy_onset"}
 
@@ -85,7 +86,7 @@ class Run:
     run_dir: str
     model: str
     group: str
-    seed: int | None
+    seed: int | str | None  # an int, or "weight W, data D" when lmsat train's seeds were split
     hidden_size: int | None
     source: str  # "sweep" or "train"
     steps: np.ndarray
@@ -115,12 +116,16 @@ def train_runs(run_dir: Path, records: Sequence[Record]) -> list[Run]:
         if "checkpoint_steps" not in arrays:
             continue
         sv = np.asarray(arrays["head_singular_values"], dtype=np.float64)
-        seed = rec.inputs.get("seed")
+        seed: int | str | None = rec.inputs.get("seed")
+        ws, ds = rec.inputs.get("weight_seed"), rec.inputs.get("data_seed")
+        if ws is not None or ds is not None:
+            seed = f"weight {seed if ws is None else ws}, data {seed if ds is None else ds}"
         settings = {k: v for k, v in rec.inputs.items() if k not in ("model", "device", "data", "tokenizer", "lmsat_version")}
         settings["data"] = _corpus_name(rec.inputs.get("data", {}))
+        name = str(rec.inputs.get("model", rec.key))
         out.append(Run(
-            run_dir=str(run_dir), model=str(rec.inputs.get("model", rec.key)), group=str(rec.inputs.get("model", rec.key)),
-            seed=None if seed is None else int(seed), hidden_size=rec.results.get("hidden_size"), source="train",
+            run_dir=str(run_dir), model=name, group=_TRAIN_SEEDS.sub("", name),
+            seed=seed, hidden_size=rec.results.get("hidden_size"), source="train",
             steps=np.asarray(arrays["checkpoint_steps"], dtype=np.int64), loss=np.asarray(arrays["eval_loss"], dtype=np.float64),
             singular_entropy=np.array([singular_entropy(s) for s in sv]), effective_rank=np.array([effective_rank(s) for s in sv]),
             anisotropy=np.asarray(arrays["last_layer_anisotropy"], dtype=np.float64), settings=settings,
@@ -198,7 +203,7 @@ def _label_train_groups(runs: list[Run]) -> None:
     varying = [k for k in keys if len({repr(r.settings.get(k)) for r in runs}) > 1]
     for r in runs:
         parts = [f"{_short(k)}={r.settings.get(k)}" for k in varying]
-        r.group = r.model + (" " + " ".join(parts) if parts else "")
+        r.group = _TRAIN_SEEDS.sub("", r.model) + (" " + " ".join(parts) if parts else "")
 
 
 _SHORT = {"batch_size": "batch", "weight_decay": "wd", "learning_rate": "lr", "data": "data"}
@@ -314,7 +319,7 @@ def cooccurrence(rows: Sequence[dict[str, Any]], by: str = "low_rank") -> dict[s
 def analyse(runs: Sequence[Run], t: Thresholds) -> dict[str, Any]:
     """Everything ``lmsat causality`` prints and stores: runs, groups, lead/lag, co-occurrence, verdict."""
     rows = [run_row(r, t) for r in runs]
-    rows.sort(key=lambda r: (r["group"], -1 if r["seed"] is None else r["seed"], r["run_dir"]))
+    rows.sort(key=lambda r: (r["group"], _seed_order(r["seed"]), r["run_dir"]))
     lead = [lead_lag(rows, s, t) for s in SIGNS]
     co = {"low_rank": cooccurrence(rows, "low_rank"), "collapses": cooccurrence(rows, "collapses")}
     det = bootstrap_mean_ci([r["r_detrended"] for r in rows if _finite(r.get("r_detrended"))], t.level, t.n_boot)
@@ -326,6 +331,12 @@ def analyse(runs: Sequence[Run], t: Thresholds) -> dict[str, Any]:
                "r_detrended_mean": det.estimate, "r_detrended_low": det.low, "r_detrended_high": det.high}
     return {"thresholds": asdict(t), "runs": rows, "groups": group_rows(rows, t), "lead_lag": lead, "cooccurrence": co,
             "summary": summary, "verdict": verdict(summary, lead[0], co)}
+
+
+def _seed_order(seed: int | str | None) -> tuple[int, int, str]:
+    if seed is None:
+        return (0, 0, "")
+    return (1, seed, "") if isinstance(seed, int) else (2, 0, str(seed))
 
 
 def verdict(summary: dict[str, Any], rank_lag: dict[str, Any], co: dict[str, dict[str, int]]) -> list[str]:
