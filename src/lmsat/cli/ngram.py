@@ -177,7 +177,11 @@ def ngram_rank(
                 "W-error <=": t,
                 "dimension d": r["dims_for_w_error"][str(t)]
                 if r["dims_for_w_error"][str(t)] is not None
-                else f"> {r['n_singular_values']}",
+                else (
+                    f"{r['dims_bounds'][str(t)][0]:,} to {r['dims_bounds'][str(t)][1]:,} (beyond the top {r['n_singular_values']:,})"
+                    if r.get("dims_bounds")
+                    else f"> {r['n_singular_values']}"
+                ),
             }
             for t in THRESHOLDS
         ]

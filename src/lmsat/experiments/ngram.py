@@ -41,7 +41,7 @@ from lmsat.measure.ngram import (
     noise_floor_dimension,
     sampling_noise,
 )
-from lmsat.measure.sparse_spectrum import METHODS, sparse_singular_values
+from lmsat.measure.sparse_spectrum import METHODS, dimension_bounds, sparse_singular_values
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
 from lmsat.store import Record, Store, fingerprint, record_name, slugify
@@ -339,6 +339,11 @@ def run_ngram(
         "accuracy": spectrum.accuracy,
         "blocks": spectrum.blocks,
         "dims_for_w_error": dims,
+        # [lo, hi] holding each dim: equal when reached by the computed values (docs/ngram.md, "Bounds")
+        "dims_bounds": {
+            str(t): list(dimension_bounds(s, spectrum.frobenius_norm, spectrum.rank_bound or len(s), t)) for t in THRESHOLDS
+        },
+        "rank_bound": spectrum.rank_bound,
         "w_error_at": w_error_at(curve, spectrum.complete),
         "noise": noise.as_dict(),
         "noise_floor_dimension": noise_floor_dimension(curve, noise.floor),

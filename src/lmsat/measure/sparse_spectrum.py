@@ -82,6 +82,39 @@ class SparseSpectrum:
     accuracy: dict[str, Any] = field(default_factory=dict)
     blocks: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    rank_bound: int | None = None  # sum over blocks of min(rows, columns) >= rank P
+
+
+def dimension_bounds(
+    singular_values: np.ndarray, frobenius_norm: float, rank_bound: int, threshold: float
+) -> tuple[int, int]:
+    """[lo, hi] holding d(t) = min{d : W-error(d) <= t} when only the top k singular values are known.
+
+    With F = |P|_F^2 (exact), the k computed values s_1 >= ... >= s_k (every singular value above
+    s_k is among them) and T = F - sum_{i<=k} s_i^2 = sum_{i>k} s_i^2 (exact tail energy): for
+    d <= k, W-error(d) is exact, so d(t) is exact when reached there. Beyond k the m = r - k
+    unknown values (r = ``rank_bound`` >= rank P) each lie in [0, s_k^2] and sum to T, so
+
+    * sum_{i>d} s_i^2 >= T - (d - k) s_k^2        =>  d(t) >= k + ceil((T - t^2 F) / s_k^2);
+    * sum_{i>d} s_i^2 <= T (r - d) / (r - k)      =>  d(t) <= k + ceil(m (1 - t^2 F / T))
+
+    (the smallest r - d of m values sum to at most their share of T; equality when the tail is flat).
+    """
+    s = np.asarray(singular_values, dtype=np.float64)
+    total = float(frobenius_norm) ** 2
+    head = np.concatenate([[0.0], np.cumsum(s * s)])
+    tail = np.maximum(total - head, 0.0)
+    target = threshold * threshold * total
+    hits = np.nonzero(tail <= target * (1 + 1e-12))[0]
+    if len(hits):
+        return int(hits[0]), int(hits[0])
+    k = len(s)
+    t_k = float(tail[-1])
+    m = max(int(rank_bound) - k, 1)
+    last = float(s[-1] ** 2) if k else t_k
+    lo = k + max(1, math.ceil((t_k - target) / max(last, 1e-300)))
+    hi = k + max(1, math.ceil(m * (1.0 - target / t_k)))
+    return min(lo, k + m), max(min(hi, k + m), min(lo, k + m))
 
 
 def frobenius_norm(matrix: sp.spmatrix | np.ndarray) -> float:
@@ -499,4 +532,5 @@ def sparse_singular_values(
                 "dense_block_sizes": dense_done,
             },
             device=device if device != "cpu" else f"cpu ({threads} thread{'s' if threads > 1 else ''})",
+            rank_bound=int(side.sum()),
         )
