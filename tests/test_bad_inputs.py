@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import files_under
+from contract import assert_user_error, snapshot
 
 WORDS = ("the of and to a in that is was he for it with as his on be at by had not are but from or have an they which one "
          "you were her all she there would their we him been has when who will more no if out so said what up its about").split()
@@ -386,14 +387,9 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(case: Case, en
     argv = [_fill(a, values) for a in case.argv]
     if case.output and "-o" not in argv:
         argv += ["-o", str(out / "run")]
-    before = files_under(out) + files_under(Path(env["root"]))
+    before = snapshot(out, Path(env["root"]))
     res = cli(*argv)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert res.code == 2, (res.code, res.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("lmsat: error: "), res.stderr[-2000:]
-    assert case.expect in lines[0], lines[0]
-    assert "Traceback" not in res.stderr + res.stdout
-    assert files_under(out) + files_under(Path(env["root"])) == before
+    assert_user_error(res, [out, Path(env["root"])], case.expect, before=before)
     if case.pre_file:
         assert (out / "afile").read_text() == "keep me\n"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import files_under
+from contract import assert_user_error
 
 TASK_SEQ = 64  # tokens per training sequence
 PPL_DOCS = 6
@@ -393,13 +393,7 @@ def test_storycloze_dir_runs_the_harness_storycloze_task(suite, brown_dir, tmp_p
 
 
 def _assert_user_error(res, out: Path, *words: str) -> None:
-    assert res.code == 2, (res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("lmsat: error:"), res.stderr
-    assert "Traceback" not in res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert files_under(out) == []
+    assert_user_error(res, out, *words)
 
 
 def test_unknown_task_is_a_clear_error(suite, cli, tmp_path):

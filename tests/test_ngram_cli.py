@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import files_under
+from contract import assert_user_error
 
 
 @pytest.fixture
@@ -16,13 +17,7 @@ def small_corpus(tmp_path):
 
 
 def assert_clean_failure(res, out, *fragments):
-    assert res.code == 2, (res.code, res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("lmsat: error:"), res.stderr
-    assert "Traceback" not in res.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    assert files_under(out) == []
+    assert_user_error(res, out, *fragments)
 
 
 def test_empty_corpus_file_and_empty_folder(cli, tmp_path, gpt2_bpe):

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 
 from conftest import files_under
+from contract import assert_user_error
 from lmsat.store import slugify
 
 SEQ_LEN = 32
@@ -302,10 +303,7 @@ def records_of_clean(tiny_suite: Path, tmp_path: Path, cli, brown_dir: Path) -> 
 def test_bad_sweep_input_exits_2_with_one_line_and_writes_nothing(cli, tiny_suite, brown_dir, tmp_path, extra, message):
     out = tmp_path / "run"
     res = cli(*sweep_args(tiny_suite, out, brown_dir, *extra))
-    assert res.code == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lmsat: error:") and message in lines[0], res.stderr
-    assert files_under(out) == []
+    assert_user_error(res, out, message)
 
 
 def test_sweep_of_a_folder_without_checkpoints_and_analysis_of_an_empty_run_exit_2(cli, tiny_suite, brown_dir, tmp_path):
