@@ -73,7 +73,7 @@ def _known_rank(tmp_path_factory):
     V, d, R = 120, 24, 4
     cache, data, M = _synthetic_cache(root / "features", V, d, R, n_train=640, n_eval=160, rows=64)
     assert np.linalg.matrix_rank(M) == R
-    settings = ProbeSettings(seq_len=65, lr_grid=(1e-2, 3e-2), search_steps=60, steps=400, batch_tokens=2048)
+    settings = ProbeSettings(seq_len=65, lr_grid=(1e-2, 3e-2), search_steps=60, steps=400, batch_tokens=2048, init="gaussian")
     store = Store(root / "run")
     recs = {r: probe_rank(store, cache, "synthetic", r, settings, {"model_key": "synthetic"}, "cpu") for r in (2, 4, 8)}
     recs["full"] = probe_rank(store, cache, "synthetic", None, settings, {"model_key": "synthetic"}, "cpu")
@@ -146,7 +146,7 @@ def test_chunked_gradients_equal_one_big_batch(tmp_path, one_thread):
         seen = []
         forward = head.forward
         head.forward = lambda h, _f=forward, _s=seen: (_s.append(len(h)), _f(h))[1]
-        settings = ProbeSettings(seq_len=21, batch_tokens=80, steps=3, chunk_tokens=chunk)
+        settings = ProbeSettings(seq_len=21, batch_tokens=80, steps=3, chunk_tokens=chunk, init="gaussian")
         train_head(head, cache.train, np.arange(8), 3, 1e-2, settings, "cpu", seed=3)
         heads.append(head)
         assert max(seen) == (7 if chunk else 80)

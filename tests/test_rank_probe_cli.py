@@ -13,6 +13,7 @@ from transformers.models.llama.modeling_llama import LlamaForCausalLM
 
 from conftest import files_under
 from lmsat.experiments import rank_probe as rp
+from lmsat.experiments.rank_probe import run as rp_run  # where probe_rank looks up train_head
 from lmsat.loading.corpus import CorpusSpec, iter_documents
 from lmsat.loading.models import ModelSpec
 from lmsat.loading.tokenizers import load_tokenizer
@@ -93,14 +94,14 @@ def test_second_run_reuses_the_cache_without_a_forward_pass(clean_run, tiny_llam
 
 
 def test_crash_then_rerun_continues_and_matches_an_uninterrupted_run(clean_run, tiny_llama, brown_dir, tmp_path, monkeypatch):
-    crashing = _counter(rp.train_head, fail_after=4)
-    monkeypatch.setattr(rp, "train_head", crashing)
+    crashing = _counter(rp_run.train_head, fail_after=4)
+    monkeypatch.setattr(rp_run, "train_head", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run(tiny_llama, brown_dir, tmp_path)
     done = len(list((tmp_path / "rank_probe").glob("*.json"))) + len(list((tmp_path / "rank_probe_ref").glob("*.json")))
-    assert done == 4 + 1  # four finished runs and the own-head reference; nothing of the fifth
-    resumed = _counter(rp.train_head.fn)
-    monkeypatch.setattr(rp, "train_head", resumed)
+    assert done == 4 + 2  # four finished runs, the own-head reference and the SVD-truncation curve; nothing of the fifth
+    resumed = _counter(rp_run.train_head.fn)
+    monkeypatch.setattr(rp_run, "train_head", resumed)
     _run(tiny_llama, brown_dir, tmp_path)
     assert resumed.calls == 3 * RUNS_PER_HEAD - 4
     clean = {k: v for k, v in _finals(clean_run).items() if "|r=2|" not in k}

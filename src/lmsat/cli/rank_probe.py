@@ -54,6 +54,8 @@ def rank_probe(
     full_rank_head: Annotated[
         str, typer.Option("--full-rank-head", help="Reference head: factorized (A B with r = min(V, d), the probes' own form) or plain (one V x d matrix W).")
     ] = "factorized",
+    head: Annotated[str, typer.Option("--head", help="Head on top of the rank-r map W = A B: softmax, mos:K (mixture of K softmaxes, Yang et al. 2018), sigsoftmax (Kanai et al. 2018) or mlp (non-linear projection before the softmax).")] = "softmax",
+    init: Annotated[str, typer.Option("--init", help="svd: start A, B from the SVD of the model's own head (A B = its best rank-r approximation; at r = d the own head itself); gaussian: the study's N(0, 1) recipe, rescaled so logits start O(1).")] = "svd",
     feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype of the cached representations: float16 or float32.")] = "float16",
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens per logits chunk (memory = chunk x V floats); 0 = about 64 MB of logits on CPU, 512 MB on CUDA.")] = 0,
     seq_len: SeqLen = 128,
@@ -75,7 +77,8 @@ def rank_probe(
     The final pre-head representations (exactly what the LM head sees) and next
     tokens of a training and a disjoint held-out sample are computed once and cached
     in OUTPUT/features/<hash>/ (memory-mapped, checksummed). Per rank r, a head
-    W = A B (A: V x r, B: r x d) is trained with AdamW, warm-up and cosine decay:
+    W = A B (A: V x r, B: r x d; by default started from the SVD of the model's own head,
+    whose truncation loss is the "step 0" column) is trained with AdamW, warm-up and cosine decay:
     a short run per --lr-grid rate (chosen on a development slice of the training
     sample), then --steps at the best rate; held-out loss (nats/token), perplexity
     and top-1 accuracy are reported next to W-error(r) of the model's own head.
@@ -84,7 +87,9 @@ def rank_probe(
     Writes OUTPUT/rank_probe/*.json (one record per (rank, learning rate) run; a
     re-run continues), OUTPUT/rank_probe_ref/*.json, OUTPUT/rank_probe.csv and
     figures rank_probe_loss.png (Fig. 6), rank_probe_w_error.png (Fig. 8),
-    rank_probe_lr.png (Fig. 9). Training uses bf16 autocast on CUDA.
+    rank_probe_lr.png (Fig. 9). Training uses bf16 autocast on CUDA. Warns when the chosen
+    learning rate is at the edge of --lr-grid, and when the full-rank probe ends worse than
+    the model's own head by more than its standard error.
     """
     import pandas as pd
 
@@ -133,6 +138,8 @@ def rank_probe(
         chunk_tokens=chunk_tokens,
         full_rank=full_rank,
         full_rank_head=full_rank_head,
+        head=head,
+        init=init,
     )
     rank_list = parse_ranks(ranks) if ranks is not None else None
     settings.validate()
@@ -152,9 +159,12 @@ def rank_probe(
     shown = pd.DataFrame(
         {
             "model": [model_label({"model": m, "revision": r, "gguf_file": g}) for m, r, g in zip(table["model"], table["revision"], table["gguf_file"])],
-            "head": [{"low-rank": "A B", "own": "own"}.get(h, f"full {p}") for h, p in zip(table["head"], table["parametrization"])],
+            "head": [{"low-rank": "A B", "own": "own"}.get(h, f"full {p}") + ("" if f in (None, "softmax") or f != f else f" {f}")
+                     for h, p, f in zip(table["head"], table["parametrization"], table["head_function"])],
+            "init": table["init"],
             "r": pd.Series([int(v) for v in table["rank"]], dtype=object),
             "lr": table["lr"],
+            "step 0": table["step0_loss"],
             "loss": table["loss"],
             "ppl": table["perplexity"],
             "top-1": table["accuracy"],

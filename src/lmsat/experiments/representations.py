@@ -5,13 +5,14 @@ states are folded into per-layer :class:`AnisotropyAccumulator` objects and
 dropped. The same pass gives the model's cross-entropy on the sample (next
 token within each sequence), so checkpoint sweeps need one forward per model.
 
-Layer 0 is the embedding output; layer L is the last hidden state, which in
-Hugging Face causal LMs is taken after the final norm, i.e. exactly what the
-LM head sees. Normalised depth = layer / L.
+Layer 0 is the embedding output; layer L is exactly what the LM head sees, taken by
+the one head-inputs pass (:mod:`lmsat.nn.head_inputs`: a hook on the head's input) for
+causal LMs, else the last hidden state. Normalised depth = layer / L.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,6 +23,7 @@ from lmsat.loading.models import LoadedModel
 from lmsat.loading.tokens import TokenSample
 from lmsat.measure.anisotropy import AnisotropyAccumulator
 from lmsat.measure.loss import next_token_cross_entropy
+from lmsat.nn.head_inputs import capture_head_inputs, head_inputs_forward
 from lmsat.progress import track
 
 
@@ -63,12 +65,21 @@ def representation_pass(
     want_hidden = layers != "none"
     compute_loss = compute_loss and loaded.is_causal
     starts = range(0, ids.shape[0], batch_size)
-    with torch.inference_mode():
+    # the last layer is taken where the head takes it (the one head-inputs pass), when there is a head
+    use_hook = loaded.is_causal and getattr(model, "get_output_embeddings", lambda: None)() is not None
+    with torch.inference_mode(), (capture_head_inputs(model) if use_hook else nullcontext({})) as captured:
         for start in track(starts, description):
             batch = ids[start : start + batch_size].to(loaded.device)
-            out = model(input_ids=batch, output_hidden_states=want_hidden, use_cache=False)
+            all_layers = layers == "all" or (want_hidden and not use_hook)
+            if use_hook:
+                head_input, out = head_inputs_forward(model, batch, captured, output_hidden_states=layers == "all")
+            else:
+                out = model(input_ids=batch, output_hidden_states=all_layers, use_cache=False)
             if want_hidden:
-                hidden = out.hidden_states if layers == "all" else out.hidden_states[-1:]
+                if use_hook:
+                    hidden = (*out.hidden_states[:-1], head_input) if layers == "all" else (head_input,)
+                else:
+                    hidden = out.hidden_states if layers == "all" else out.hidden_states[-1:]
                 if accs is None:
                     accs = [AnisotropyAccumulator() for _ in hidden]
                 for acc, h in zip(accs, hidden):

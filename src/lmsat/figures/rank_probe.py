@@ -4,7 +4,8 @@
   head's rank r (log x), one line per model; the trained full-rank head as a
   square at r = min(V, d), the model's own head as a dashed line.
 * :func:`plot_loss_vs_w_error` (Fig. 8): probe loss at r vs W-error(r) of the
-  model's own head, each point labelled with r.
+  model's own head, each point labelled with r; next to it the loss of the plain SVD
+  truncation W_r at each r (no training). Error bars: the loss's standard error (loss_se).
 * :func:`plot_learning_rates` (Fig. 9): the learning rate the search chose vs r,
   and the search's development loss vs learning rate, one line per rank.
 """
@@ -20,24 +21,45 @@ from lmsat.store import Record
 
 
 def _by_model(records: list[Record]) -> dict[str, dict[str, Any]]:
-    """{model key: {"label", "probes": [(rank, results)], "full": results (A B at r = min(V, d)),
-    "full_plain": results (one matrix W), "own": results, "search": [(rank, results)]}}."""
-    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"probes": [], "full": None, "full_plain": None, "own": None, "search": []})
+    """{model key [+ head and init]: {"label", "probes": [(rank, results)], "full": results (A B at r = min(V, d)),
+    "full_plain": results (one matrix W), "own": results, "search": [(rank, results)], "trunc": record}}.
+
+    Probe runs are grouped by model, head function and initialisation (records of lmsat versions
+    before --head/--init count as softmax, gaussian); the own head and the SVD-truncation curve of a
+    model are attached to each of its groups."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"probes": [], "full": None, "full_plain": None, "own": None, "search": [], "trunc": None})
+    shared: dict[str, dict[str, Any]] = defaultdict(dict)
     for rec in records:
-        key = rec.inputs.get("model_key", rec.key.split("|")[0])
-        entry = out[key]
-        entry["label"] = model_label(rec.inputs)
+        model = rec.inputs.get("model_key", rec.key.split("|")[0])
         res = rec.results
         if res.get("head") == "own":
-            entry["own"] = res
-        elif res.get("stage") == "final" and rec.inputs.get("head") == "full-rank":
+            shared[model]["own"] = res
+            shared[model]["label"] = model_label(rec.inputs)
+            if "w_error" in rec.arrays:
+                shared[model]["own_w_error"] = rec.load_arrays()["w_error"]
+            continue
+        if res.get("head") == "svd-truncation":
+            shared[model]["trunc"] = rec
+            continue
+        group = (rec.inputs.get("head_function", "softmax"), rec.inputs.get("init", "gaussian"))
+        entry = out[f"{model}|{group[0]}|{group[1]}"]
+        entry["model"], entry["group"] = model, group
+        entry["label"] = model_label(rec.inputs)
+        if res.get("stage") == "final" and rec.inputs.get("head") == "full-rank":
             entry["full_plain" if res.get("parametrization") == "W" else "full"] = res
         elif res.get("stage") == "final":
             entry["probes"].append((int(rec.inputs["rank"]), res))
         elif res.get("stage") == "search" and rec.inputs.get("head") == "low-rank":
             entry["search"].append((int(rec.inputs["rank"]), res))
-    for entry in out.values():
+    groups = {e["group"] for e in out.values()}
+    for key, entry in out.items():
         entry["probes"].sort(key=lambda x: x[0])
+        entry.update({k: v for k, v in shared.get(entry["model"], {}).items() if k != "label"})
+        if len(groups) > 1 or entry["group"] != ("softmax", "gaussian"):
+            entry["label"] = f"{entry['label']} [{entry['group'][0]}, {entry['group'][1]} init]"
+    for model, extra in shared.items():  # a model with references but no probe yet
+        if not any(e.get("model") == model for e in out.values()):
+            out[model].update({**extra, "model": model, "group": ("softmax", "gaussian")})
     return dict(out)
 
 
@@ -49,12 +71,14 @@ def plot_loss_vs_rank(records: list[Record], path: str | Path) -> Path:
         color = f"C{i}"
         probes = [(r, res) for r, res in entry["probes"] if res.get("loss") is not None]
         ranks = [r for r, _ in probes]
-        ax_loss.plot(ranks, [res["loss"] for _, res in probes], "o-", color=color, label=f"{entry['label']} (A B, rank r)")
+        ax_loss.errorbar(ranks, [res["loss"] for _, res in probes], yerr=[res.get("loss_se") or 0.0 for _, res in probes],
+                         fmt="o-", capsize=3, color=color, label=f"{entry['label']} (A B, rank r)")
         ax_acc.plot(ranks, [res["accuracy"] for _, res in probes], "o-", color=color, label=f"{entry['label']} (A B, rank r)")
         for name, marker, text in (("full", "s", "trained full-rank head (A B)"), ("full_plain", "D", "trained full-rank head (W)")):
             full = entry[name]
             if full and full.get("loss") is not None:
-                ax_loss.plot([full["rank"]], [full["loss"]], marker, ms=8, color=color, mfc="none", label=text)
+                ax_loss.errorbar([full["rank"]], [full["loss"]], yerr=[full.get("loss_se") or 0.0], fmt=marker, ms=8, capsize=3,
+                                 color=color, mfc="none", label=text)
                 ax_acc.plot([full["rank"]], [full["accuracy"]], marker, ms=8, color=color, mfc="none", label=text)
         own = entry["own"]
         if own:
@@ -79,8 +103,19 @@ def plot_loss_vs_w_error(records: list[Record], path: str | Path) -> Path:
         full = entry["full"]
         if full and full.get("loss") is not None:
             pts.append((0.0, full["loss"], full["rank"]))
+        se = {r: res.get("loss_se") or 0.0 for r, res in entry["probes"]}
+        se[full["rank"] if full else -1] = (full or {}).get("loss_se") or 0.0
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=f"C{i}", label=entry["label"])
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[se.get(p[2], 0.0) for p in pts], fmt="o-", capsize=3,
+                    color=f"C{i}", label=entry["label"])
+        trunc = entry.get("trunc")
+        if trunc is not None and entry["own"] is not None:
+            arrays = trunc.load_arrays()
+            own_err = entry["own_w_error"] if "own_w_error" in entry else None
+            if own_err is not None:
+                xs = [float(own_err[r]) if r < len(own_err) else 0.0 for r in arrays["ranks"]]
+                ax.errorbar(xs, arrays["loss"], yerr=arrays["loss_se"], fmt="x--", lw=1, capsize=2, color=f"C{i}",
+                            alpha=0.7, label=f"{entry['label']}: SVD truncation W_r (no training)")
         for x, y, r in pts:
             ax.annotate(f"r={r}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if entry["own"]:

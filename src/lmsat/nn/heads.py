@@ -66,6 +66,17 @@ class ProbeHead(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    #: (tokens x V) logit tensors a forward holds at once per token (K for a mixture of K softmaxes).
+    logit_copies: int = 1
+
+    def output_matrix(self) -> torch.Tensor:
+        """The (V, d) matrix of the head's linear output map (A B, or W)."""
+        raise NotImplementedError
+
+    def flops_per_token(self) -> int:
+        """Multiply-add FLOPs (2 per multiply-add) of one token's forward, matrix products only."""
+        raise NotImplementedError
+
 
 class LowRankHead(ProbeHead):
     """W = A B with A: (V, r), B: (r, d); logits = A (B h), so rank(W) <= r.
@@ -92,17 +103,32 @@ class LowRankHead(ProbeHead):
         b = torch.randn(rank, hidden_size, generator=generator) * sigma
         self.A = nn.Parameter(a)
         self.B = nn.Parameter(b)
+        self.bias: nn.Parameter | None = None
 
     @property
     def rank(self) -> int:
         return self._rank
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return (h @ self.B.T) @ self.A.T
+        z = (h @ self.B.T) @ self.A.T
+        return z if self.bias is None else z + self.bias
 
     def weight(self) -> torch.Tensor:
         """The (V, d) matrix A B (materialised; for analysis, not for training)."""
         return self.A @ self.B
+
+    def output_matrix(self) -> torch.Tensor:
+        return self.weight()
+
+    def flops_per_token(self) -> int:
+        return 2 * self._rank * (self.vocab_size + self.hidden_size)
+
+    @torch.no_grad()
+    def set_factors(self, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Set A (V, r), B (r, d) and the logit bias (V,) or None (e.g. from :func:`svd_factors`)."""
+        self.A.copy_(a)
+        self.B.copy_(b)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone().float())
 
     def extra_repr(self) -> str:
         return f"V={self.vocab_size}, d={self.hidden_size}, r={self._rank}, feature_rms={self.feature_rms:.4g}"
@@ -125,16 +151,30 @@ class FullRankHead(ProbeHead):
         self.feature_rms = float(feature_rms)
         w = torch.randn(vocab_size, hidden_size, generator=generator) / (math.sqrt(hidden_size) * self.feature_rms)
         self.W = nn.Parameter(w)
+        self.bias: nn.Parameter | None = None
 
     @property
     def rank(self) -> int:
         return min(self.vocab_size, self.hidden_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.W.T
+        z = h @ self.W.T
+        return z if self.bias is None else z + self.bias
 
     def weight(self) -> torch.Tensor:
         return self.W
+
+    def output_matrix(self) -> torch.Tensor:
+        return self.W
+
+    def flops_per_token(self) -> int:
+        return 2 * self.vocab_size * self.hidden_size
+
+    @torch.no_grad()
+    def set_weight(self, w: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Set W (V, d) and the logit bias (V,) or None."""
+        self.W.copy_(w)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone().float())
 
     def extra_repr(self) -> str:
         return f"V={self.vocab_size}, d={self.hidden_size}, feature_rms={self.feature_rms:.4g}"
