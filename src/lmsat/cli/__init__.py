@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
+
+import typer
 
 from lmsat.cli.app import app
 from lmsat.errors import EXIT_USER_ERROR, UserError
@@ -11,7 +14,9 @@ from lmsat.errors import EXIT_USER_ERROR, UserError
 # Command modules, in the order `lmsat --help` lists them.
 from lmsat.cli import assets as _assets  # noqa: E402,F401
 from lmsat.cli import models as _models  # noqa: E402,F401
+from lmsat.cli import diagnose as _diagnose  # noqa: E402,F401
 from lmsat.cli import sweep as _sweep  # noqa: E402,F401
+from lmsat.cli import causality as _causality  # noqa: E402,F401
 from lmsat.cli import rank_probe as _rank_probe  # noqa: E402,F401
 from lmsat.cli import ngram as _ngram  # noqa: E402,F401
 from lmsat.cli import synth as _synth  # noqa: E402,F401
@@ -32,6 +37,21 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from lmsat import __version__
+
+        print(f"lmsat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print lmsat's version and exit.")] = False,
+) -> None:
+    """lmsat: why does a small language model stop improving? Start with `lmsat demo`, or `lmsat diagnose MODEL --data CORPUS`."""
 
 
 def main(argv: list[str] | None = None) -> None:

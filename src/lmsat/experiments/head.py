@@ -55,7 +55,10 @@ def run_head(specs: list[ModelSpec], output: str | Path, force: bool = False) ->
             continue
         loaded = load_model(spec, require_causal=True)
         weight, info = lm_head_weight(loaded.model)
-        s = singular_values(weight)
+        from lmsat.progress import status
+
+        with status(f"singular values of the {weight.shape[0]:,} x {weight.shape[1]:,} head of {spec.label}"):
+            s = singular_values(weight)
         rec = HeadRecord(key=key, inputs=model_inputs(loaded), **head_summary(s), head=info)
         records.append(rec.put(store, arrays={"singular_values": s, "w_error": w_error_curve(s)}))
         del loaded

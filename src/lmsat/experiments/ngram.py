@@ -310,13 +310,11 @@ def run_ngram(
     noise = sampling_noise(p)  # docs/ngram.md, "Sampling noise"
     n_tokens, n_contexts_observed = counts.n_tokens, counts.n_contexts
     del counts  # the count table is stored; free it before the spectrum's own memory peak
-    if progress.enabled():
-        progress.console.print(
-            f"spectrum of P: {p.shape[0]:,} contexts x {p.shape[1]:,} observed tokens, {p.matrix.nnz:,} non-zeros ...", highlight=False
+    what = f"{settings.top_k:,} largest singular values" if settings.top_k else "singular values"
+    with progress.status(f"{what} of P: {p.shape[0]:,} contexts x {p.shape[1]:,} observed tokens, {p.matrix.nnz:,} non-zeros"):
+        spectrum = sparse_singular_values(
+            p.matrix, top_k=settings.top_k, method=settings.method, device=device, max_dense=settings.max_dense, seed=settings.seed  # type: ignore[arg-type]
         )
-    spectrum = sparse_singular_values(
-        p.matrix, top_k=settings.top_k, method=settings.method, device=device, max_dense=settings.max_dense, seed=settings.seed  # type: ignore[arg-type]
-    )
     seconds = time.perf_counter() - start
     s = spectrum.singular_values
     curve = w_error_curve(s, spectrum.frobenius_norm)

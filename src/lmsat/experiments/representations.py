@@ -68,7 +68,7 @@ def representation_pass(
     # the last layer is taken where the head takes it (the one head-inputs pass), when there is a head
     use_hook = loaded.is_causal and getattr(model, "get_output_embeddings", lambda: None)() is not None
     with torch.inference_mode(), (capture_head_inputs(model) if use_hook else nullcontext({})) as captured:
-        for start in track(starts, description):
+        for start in track(starts, description, unit="batches"):
             batch = ids[start : start + batch_size].to(loaded.device)
             all_layers = layers == "all" or (want_hidden and not use_hook)
             if use_hook:

@@ -166,8 +166,11 @@ def load_model(spec: ModelSpec, require_causal: bool = True) -> LoadedModel:
         kwargs["gguf_file"] = spec.gguf_file
     else:
         kwargs["use_safetensors"] = None  # safetensors when present, else weights_only torch files
+    from lmsat.progress import status
+
     try:
-        model = loader.from_pretrained(spec.name, **kwargs)
+        with status(f"loading {spec.label}" + (f" ({spec.gguf_file}, de-quantizing)" if spec.gguf_file else "")):
+            model = loader.from_pretrained(spec.name, **kwargs)
     except Exception as exc:
         raise hub_error("model", spec.name, spec.revision, exc) from exc
     model.to(device)

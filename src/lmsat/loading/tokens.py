@@ -95,7 +95,7 @@ def token_pieces(
     if description:
         from lmsat.progress import track
 
-        pieces = track(pieces, description)
+        pieces = track(pieces, description, unit="documents")
     chars = 0
     for piece, end in pieces:
         batch.append(piece)

@@ -107,6 +107,7 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
     if out.is_dir():
         raise UserError(f"'{out}' is a folder; give a file name for the report, e.g. {out / 'report.html'}.")
     records = load_records(dirs)
+    verdicts = records.pop("verdict", [])  # lmsat diagnose's verdict: rendered first, not as a table
     files = out.parent / f"{out.stem}_files"
     diags = diagnose(records)
     by_key = {(r.kind, r.key): r for recs in records.values() for r in recs}
@@ -125,7 +126,7 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
             atomic_write_csv(path, frame)
             csv_paths.append(path)
     meta = {"title": title, "run_dirs": [str(d) for d in dirs], "kinds": {k: len(v) for k, v in sorted(records.items())},
-            "files": files.name}
+            "files": files.name, "verdicts": [v.results for v in verdicts]}
     if fmt == "html":
         from lmsat.report.html import render_html
 

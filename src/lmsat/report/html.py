@@ -124,6 +124,25 @@ def diagnosis_html(diags: list[ModelDiagnosis], evidence: dict[str, Path], summa
     return "".join(parts)
 
 
+def verdict_html(verdicts: list[dict[str, Any]]) -> str:
+    """`lmsat diagnose`'s verdict: status, why, the evidence (each number labelled with what it is measured on),
+    the recommendation, every assumption."""
+    parts = []
+    for v in verdicts:
+        status = str(v.get("status", "inconclusive"))
+        parts.append(f'<section id="verdict" class="card"><h2>Verdict: d = {escape(fmt_cell(v.get("hidden_size")))} is '
+                     f'<span class="badge {_status_class(status)}">{escape(status)}</span></h2>'
+                     f'<p>{escape(str(v.get("reason", "")))}</p>'
+                     f'<p><b>Recommendation.</b> {escape(str(v.get("recommendation", "")))}</p>')
+        if v.get("own_head_note"):
+            parts.append(f'<p class="note">{escape(str(v["own_head_note"]))}</p>')
+        parts.append("<h4>Evidence</h4>" + _kv_table(dict(v.get("evidence", {}))))
+        if v.get("assumptions"):
+            parts.append("<h4>Assumptions</h4><ul class=\"caveats\">" + "".join(f"<li>{escape(str(a))}</li>" for a in v["assumptions"]) + "</ul>")
+        parts.append("</section>")
+    return "".join(parts)
+
+
 def section_html(sec: Section) -> str:
     parts = [f'<section id="{escape(sec.id)}"><h2>{escape(sec.title)}</h2><p>{escape(sec.intro)}</p>']
     for fig in sec.figures:
@@ -138,7 +157,7 @@ def render_html(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence: dic
                 summary: pd.DataFrame) -> str:
     """The whole report as one HTML document (no external resource of any kind)."""
     kinds = ", ".join(f"{k} ({n})" for k, n in meta["kinds"].items())
-    nav = '<a href="#diagnosis">Diagnosis</a>' + "".join(f'<a href="#{escape(s.id)}">{escape(s.title.split(":")[0])}</a>' for s in sections)
+    nav = ('<a href="#verdict">Verdict</a>' if meta.get("verdicts") else "") + '<a href="#diagnosis">Diagnosis</a>' + "".join(f'<a href="#{escape(s.id)}">{escape(s.title.split(":")[0])}</a>' for s in sections)
     body = [
         f"<header><h1>{escape(meta['title'])}</h1>",
         f'<p class="meta">Generated {escape(now_iso())} by lmsat {escape(__version__)} from '
@@ -146,6 +165,7 @@ def render_html(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence: dic
         + f". Records: {escape(kinds)}. Tables as CSV in <code>{escape(meta['files'])}/</code>. "
           "Every number below is read from stored results; nothing is recomputed.</p></header>",
         f"<nav>{nav}</nav>",
+        verdict_html(meta.get("verdicts", [])),
         diagnosis_html(diags, evidence, summary),
         *[section_html(s) for s in sections],
         '<footer><p class="meta">Study: Godey, de la Clergerie, Sagot, "Why do small language models underperform? Studying language '

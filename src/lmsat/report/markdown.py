@@ -37,6 +37,28 @@ def table_md(frame: pd.DataFrame) -> str:
     return "\n".join([head, sep, *rows]) + "\n"
 
 
+def md_text(text: Any) -> str:
+    """Escape Markdown's inline markup in a user-named or record-held string."""
+    out = str(text)
+    for ch in "\\`*_[]<>|#":
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("\n", " ")
+
+
+def verdict_md(verdicts: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for v in verdicts:
+        out.append(f"## Verdict: d = {fmt_cell(v.get('hidden_size'))} is {md_text(v.get('status'))}\n")
+        out.append(md_text(v.get("reason", "")) + "\n")
+        out.append(f"**Recommendation.** {md_text(v.get('recommendation', ''))}\n")
+        if v.get("own_head_note"):
+            out.append(f"> {md_text(v['own_head_note'])}\n")
+        ev = dict(v.get("evidence", {}))
+        out.append(table_md(pd.DataFrame({"evidence (measured on)": list(ev), "value": [fmt_cell(x) for x in ev.values()]})))
+        out += ["**Assumptions**\n"] + [f"- {md_text(a)}" for a in v.get("assumptions", [])] + [""]
+    return out
+
+
 def _rel(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path, base)).as_posix()
 
@@ -47,6 +69,7 @@ def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence:
     out = [f"# {_esc(meta['title'])}\n",
            f"Generated {now_iso()} by lmsat {__version__} from {', '.join(f'`{d}`' for d in meta['run_dirs'])}. "
            f"Records: {kinds}. Tables as CSV in `{meta['files']}/`. Every number is read from stored results.\n",
+           *verdict_md(meta.get("verdicts", [])),
            "## Diagnosis\n"]
     if len(summary):
         out.append(table_md(summary))

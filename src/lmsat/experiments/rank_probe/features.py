@@ -116,7 +116,7 @@ def verify_split(split: FeatureSplit, block_rows: int, digests: list[str], folde
     starts = range(0, split.n_rows, block_rows)
     if len(digests) != len(starts):
         raise UserError(f"feature cache '{folder}' is incomplete ({split.name}); delete that folder and re-run.")
-    for i, start in enumerate(track(starts, f"verify {split.name} features")):
+    for i, start in enumerate(track(starts, f"verify {split.name} features", unit="blocks")):
         if _block_digest(split.h[start : start + block_rows], split.y[start : start + block_rows]) != digests[i]:
             raise UserError(
                 f"feature cache '{folder}' is corrupt ({split.name} block {i} fails its sha256 check); delete that folder and re-run."
@@ -196,7 +196,7 @@ def write_feature_cache(
                     del done[i:]
                     break
         first_blocks = range(len(done) * block_seqs, n_seqs, block_seqs)
-        for first in track(first_blocks, f"features ({name})"):
+        for first in track(first_blocks, f"features ({name})", unit="blocks"):
             n = min(block_seqs, n_seqs - first)
             h, y, own_sum, own_correct = blocks(name, first, n)
             h = np.asarray(h)
