@@ -48,7 +48,7 @@ KEY = "analysis"
 #: Settings of a `train` record that name a seed (grouped over, never part of a group's label).
 SEED_SETTINGS = ("seed", "data_seed", "weight_seed")
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
-_TRAIN_SEEDS = re.compile(r"(?:-(?:weight-|data-)?seed\d+)+$")
+_TRAIN_SEEDS = re.compile(r"-(?:weight-|data-)?seed\d+(?=-|$)")
 #: The collapse measures whose lead/lag against the loss rise is reported, in this order.
 SIGNS = {"rank": "rank_onset", "entropy": "entropy_onset", "anisotropy": "anisotropy_onset"}
 
