@@ -37,3 +37,15 @@ def test_complete_spectrum_gives_exact_dimensions() -> None:
     for t in (0.5, 0.1, 0.01):
         d = dimension_for_w_error(exact, t)
         assert dimension_bounds(spec.singular_values, spec.frobenius_norm, spec.rank_bound, t) == (d, d)
+
+
+def test_float32_dense_block_within_its_stated_bound() -> None:
+    from lmsat.measure.sparse_spectrum import _dense_block, float32_eigenvalue_bound, gram_dense
+
+    rng = np.random.default_rng(4)
+    dense = rng.random((600, 250)) * (rng.random((600, 250)) < 0.1)
+    gram = gram_dense(sp.csr_matrix(dense))
+    exact = np.sort(np.linalg.eigvalsh(gram))[::-1]
+    single, _ = _dense_block(gram, "cpu", single=True)
+    bound = float32_eigenvalue_bound(gram.shape[0], float(single[0]))
+    assert np.max(np.abs(single - np.clip(exact, 0, None))) <= bound

@@ -248,17 +248,38 @@ def _small_blocks_eigenvalues(matrix: sp.csr_matrix, col_block: np.ndarray, bloc
     return ev[ev > 0]
 
 
-def _dense_block(gram: np.ndarray, device: str) -> tuple[np.ndarray, float]:
-    """Eigenvalues of one dense Gram block and its most negative raw eigenvalue / lambda_max (a rounding check)."""
+def _dense_block(gram: np.ndarray, device: str, single: bool = False) -> tuple[np.ndarray, float]:
+    """Eigenvalues of one dense Gram block and its most negative raw eigenvalue / lambda_max (a rounding check).
+
+    ``single``: diagonalise in float32 (half the memory: a 50k block is 10 GB), for blocks too
+    large for float64 on a GPU. A backward-stable symmetric eigensolver returns eigenvalues within
+    c * b * eps * lambda_max of the exact ones (b the block size); values under that level are set
+    to 0 and the caller records the bound (:func:`float32_eigenvalue_bound`).
+    """
     import torch
 
-    g = torch.as_tensor(gram, dtype=torch.float64, device=device)
-    raw = torch.linalg.eigvalsh(g).flip(-1)
+    dtype = torch.float32 if single else torch.float64
+    g = torch.as_tensor(gram, dtype=dtype, device=device)
+    raw = torch.linalg.eigvalsh(g).flip(-1).to(torch.float64)
+    del g
     top = float(raw[0].clamp_min(1e-300))
     lowest = min(0.0, float(raw[-1]) / top)
-    floor = top * g.shape[-1] * _EPS_FACTOR * torch.finfo(torch.float64).eps
+    floor = top * gram.shape[-1] * _EPS_FACTOR * torch.finfo(dtype).eps
     ev = torch.where(raw > floor, raw, torch.zeros_like(raw))
     return ev.cpu().numpy(), lowest
+
+
+def float32_eigenvalue_bound(size: int, lambda_max: float) -> float:
+    """Stated absolute error of each float32 Gram eigenvalue: 10 * b * eps_32 * lambda_max (b = block size)."""
+    return _EPS_FACTOR * size * float(np.finfo(np.float32).eps) * lambda_max
+
+
+def gpu_max_dense_single(device: str) -> int:
+    """Largest block whose float32 Gram (3 * 4 * b^2 bytes with eigvalsh workspace) fits in the GPU's free memory."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(min(2 * _GPU_MAX_DENSE, math.sqrt(free / (3 * 4))))
 
 
 def split_gram(matrix: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
@@ -435,8 +456,11 @@ def sparse_singular_values(
     matrix = sp.csr_matrix(matrix, dtype=np.float64)
     matrix.eliminate_zeros()
     device = _resolve_device(device)
+    max_dense_single = 0  # float32 dense route: only on a GPU, only with the default --max-dense
     if max_dense is None:
         max_dense = default_max_dense(device)
+        if device.startswith("cuda"):
+            max_dense_single = gpu_max_dense_single(device)
     fro = frobenius_norm(matrix)
     if matrix.nnz == 0:
         raise ValueError("the matrix has no non-zero entry")
@@ -460,6 +484,7 @@ def sparse_singular_values(
         large = np.nonzero(side > SMALL_BLOCK)[0]
         dense_done: list[int] = []
         truncated: list[dict[str, Any]] = []
+        single_blocks: list[dict[str, Any]] = []
         cutoff = 0.0
         most_negative = 0.0
         for b in large[np.argsort(-side[large])]:
@@ -468,9 +493,13 @@ def sparse_singular_values(
             # With a small --top-k, a top-k method beats diagonalising a large block in full.
             few = top_k is not None and top_k * 10 < size
             use_dense = method == "dense" or (method == "auto" and size <= max_dense and not few)
-            if use_dense:
+            single = method == "auto" and not few and max_dense < size <= max_dense_single
+            if use_dense or single:
                 gram = gram_dense(sub)
-                ev, lowest = _dense_block(gram, device)
+                ev, lowest = _dense_block(gram, device, single=single)
+                if single:
+                    bound = float32_eigenvalue_bound(size, float(ev[0]) if len(ev) else 0.0)
+                    single_blocks.append({"size": size, "eigenvalue_abs_bound": bound, "w_error_squared_bound": size * bound / (fro * fro)})
                 del gram
                 most_negative = min(most_negative, lowest)
                 values.append(ev)
@@ -507,6 +536,9 @@ def sparse_singular_values(
         if not truncated and top_k is None:
             accuracy["trace_relative_error"] = abs(float(np.sum(eig)) - fro * fro) / (fro * fro)
         accuracy["most_negative_eigenvalue_relative"] = most_negative
+        if single_blocks:  # float32 dense blocks: each W-error(d)^2 within this of the exact value
+            accuracy["float32_blocks"] = single_blocks
+            accuracy["w_error_squared_bound_float32"] = sum(b["w_error_squared_bound"] for b in single_blocks)
         if truncated:
             accuracy["truncated_blocks"] = truncated
             accuracy["max_residual_relative"] = max(t["max_residual_relative"] for t in truncated)
