@@ -185,13 +185,16 @@ def init_sigma(rank: int, hidden_size: int, feature_rms: float) -> float:
     return (rank * hidden_size * feature_rms**2) ** -0.25
 
 
-def check_rank(rank: int, vocab_size: int, hidden_size: int) -> None:
-    """A rank must be in [1, min(V, d)]: a rank-r head with r > d has no more capacity than rank d."""
+def check_rank(rank: int, vocab_size: int, hidden_size: int, model: str | None = None) -> None:
+    """A rank must be in [1, min(V, d)]: a rank-r head with r > d has no more capacity than rank d.
+
+    lmsat's one rank check (the heads and ``lmsat rank-probe``'s plan); ``model`` names the model in the message.
+    """
     limit = min(vocab_size, hidden_size)
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= limit:
         raise UserError(
-            f"rank {rank} is outside [1, {limit}] (hidden size d = {hidden_size}, vocabulary V = {vocab_size}); "
-            f"choose --ranks between 1 and {limit}."
+            f"--ranks {rank} is outside [1, {limit}]{f' for {model}' if model else ''} (hidden size d = {hidden_size}, "
+            f"vocabulary V = {vocab_size}): a head W = A B with r > d has no more rank than d; choose ranks between 1 and {limit}."
         )
 
 

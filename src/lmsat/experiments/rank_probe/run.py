@@ -50,7 +50,7 @@ from lmsat.loading.tokens import get_token_sample
 from lmsat.measure.loss import chunked_cross_entropy
 from lmsat.measure.spectrum import singular_values, w_error_curve
 from lmsat.nn.beyond import HeadSpec, build_head
-from lmsat.nn.heads import ProbeHead
+from lmsat.nn.heads import ProbeHead, check_rank
 from lmsat.store import Record, Store, fingerprint, warn
 
 # --- one rank: search, then the full budget ---------------------------------------------------
@@ -224,11 +224,7 @@ def plan_models(specs: list[ModelSpec], ranks: list[int] | None) -> list[_Plan]:
             )
         d, V = get_hidden_size(config), _vocab_size(config)
         for r in ranks or []:
-            if not 1 <= r <= min(V, d):
-                raise UserError(
-                    f"--ranks {r} is outside [1, {min(V, d)}] for {spec.label} (hidden size d = {d}): "
-                    f"a head W = A B with r > d has no more rank than d; choose ranks between 1 and {min(V, d)}."
-                )
+            check_rank(r, V, d, spec.label)  # the one rank check
         plans.append(_Plan(spec, model_key(spec), config, d, V))
     return plans
 
