@@ -324,14 +324,19 @@ def iter_document_pieces(spec: CorpusSpec, documents: str = "file") -> Iterator[
         for text in rows:
             yield from _split_documents(_lines([text]), documents)
         return
-    for path in resolve_files(spec.source):
-        suffix = path.suffix.lower()
-        if suffix in JSONL_SUFFIXES or suffix in PARQUET_SUFFIXES:
-            rows = _iter_jsonl_file(path, spec.text_field) if suffix in JSONL_SUFFIXES else _iter_parquet_file(path, spec.text_field)
-            for text in rows:
-                yield from _split_documents(_lines([text]), documents)
-        else:
-            yield from _split_documents(_lines(_iter_text_file(path)), documents)
+    stats = TextStats(spec.source)  # one warning per corpus for undecodable bytes (see TextStats)
+    try:
+        for path in resolve_files(spec.source):
+            suffix = path.suffix.lower()
+            if suffix in JSONL_SUFFIXES or suffix in PARQUET_SUFFIXES:
+                rows = (_iter_jsonl_file(path, spec.text_field, stats) if suffix in JSONL_SUFFIXES
+                        else _iter_parquet_file(path, spec.text_field, stats))
+                for text in rows:
+                    yield from _split_documents(_lines([text]), documents)
+            else:
+                yield from _split_documents(_lines(_iter_text_file(path, stats)), documents)
+    finally:
+        stats.warn()
 
 
 def check_corpus(spec: CorpusSpec) -> None:
