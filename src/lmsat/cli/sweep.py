@@ -151,7 +151,7 @@ def sweep(
 
     Per checkpoint, on one token sample per tokenizer: cross-entropy (nats/token), last-layer anisotropy (every layer with --layers all), all singular values of the LM head, singular entropy, effective rank, hashes of the head and of all weights, wall time.
 
-    Nothing is lost: each finished checkpoint is one atomic record OUTPUT/sweep/<model>@<revision>.json (+ .npz); a re-run skips them, so a killed sweep resumes where it stopped. A checkpoint that fails to load or gives NaN is recorded as failed and the sweep goes on (--retry-failed measures those again). Revisions whose weights equal an earlier one are flagged (duplicate_of). The next checkpoint loads in the background while one is measured.
+    Nothing is lost: each finished checkpoint is one atomic record OUTPUT/sweep/<model>@<revision>.json (+ .npz); a re-run skips them, so a killed sweep resumes where it stopped. Several sweeps may share OUTPUT (e.g. one per GPU): each checkpoint is claimed by one process (a lock file, taken over when its process died) and measured once. A sweep in which every checkpoint failed exits with code 1 and lists the failures. A checkpoint that fails to load or gives NaN is recorded as failed and the sweep goes on (--retry-failed measures those again). Revisions whose weights equal an earlier one are flagged (duplicate_of). The next checkpoint loads in the background while one is measured.
 
     Then, from the records: OUTPUT/sweep.csv, OUTPUT/saturation.csv (best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps), OUTPUT/scaling_fit.csv when two or more models do not saturate, and OUTPUT/figures/fig1a, fig1b, fig3, fig4, fig5 (*.png).
 
