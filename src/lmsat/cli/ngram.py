@@ -1,4 +1,4 @@
-"""`lmsat ngram-rank`: the inherent dimension of a tokenised corpus (study Fig. 7, SPEC 2.7)."""
+"""`lmsat ngram-rank`: the inherent dimension of a tokenised corpus (study Fig. 7, docs/methods.md §9)."""
 
 from __future__ import annotations
 

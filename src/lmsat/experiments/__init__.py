@@ -1,1 +1,1 @@
-"""Experiments: each composes loading, measurements and storage for one part of SPEC section 2."""
+"""Experiments: each composes loading, measurements and storage for one measurement of docs/methods.md."""

@@ -82,7 +82,7 @@ STUDY_METRICS: dict[str, tuple[str, ...]] = {
     "sciq": ("acc",),
     "arc_easy": ("acc",),
 }
-#: The study's Table 1 for Pythia-160M, best -> final checkpoint (SPEC 2.3); accuracies in percent.
+#: The study's Table 1 for Pythia-160M, best -> final checkpoint (docs/methods.md §11); accuracies in percent.
 STUDY_TABLE1: dict[str, dict[tuple[str, str], tuple[float, float]]] = {
     "EleutherAI/pythia-160m": {
         ("lambada_openai", "perplexity"): (24.6, 32.9),

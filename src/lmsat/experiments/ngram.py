@@ -1,4 +1,4 @@
-"""Inherent dimension of text (SPEC 2.7, the study's Fig. 7): n-gram next-token matrix, spectrum, W-error.
+"""Inherent dimension of text (docs/methods.md §9, the study's Fig. 7): n-gram next-token matrix, spectrum, W-error.
 
 Two stages, each a Store record, so a re-run resumes after counting:
 

@@ -1,4 +1,4 @@
-"""Checkpoint sweeps: loss, anisotropy and head spectrum of every checkpoint (SPEC 2.1, 2.4, 2.5).
+"""Checkpoint sweeps: loss, anisotropy and head spectrum of every checkpoint (docs/methods.md §5, §1, §3).
 
 For each (model, revision) pair one record of kind ``sweep`` with key
 ``<model>@<revision>`` (see :func:`run_sweep`), measured on one token sample

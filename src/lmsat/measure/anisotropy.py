@@ -9,7 +9,7 @@ because |sum_i u_i|^2 = sum_i |u_i|^2 + sum_{i != j} <u_i, u_j> = n + sum_{i != 
 The closed form costs O(n d) time and O(d) memory instead of O(n^2 d), and can
 be accumulated over batches. A lies in [-1/(n-1), 1]: 1 when all vectors point
 the same way, about 0 for isotropic (e.g. Gaussian) vectors.
-Reference: Ethayarajh (2019); Godey et al. (2024), SPEC section 2.4.
+Reference: Ethayarajh (2019); Godey et al. (2024), docs/methods.md §1.
 """
 
 from __future__ import annotations

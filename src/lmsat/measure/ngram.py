@@ -1,4 +1,4 @@
-"""n-gram counts of a token stream and the next-token matrix P of the study's Fig. 7 (SPEC 2.7).
+"""n-gram counts of a token stream and the next-token matrix P of the study's Fig. 7 (docs/methods.md §9).
 
 An n-gram is a window (t_1, ..., t_n) of the token stream; its context is the
 first n-1 tokens c = (t_1, ..., t_{n-1}) and its next token w = t_n. With

@@ -17,12 +17,12 @@ step of the checkpoint that first shows it. A *fall* (e.g. of effective rank) is
 
 Applied to the study's three signs:
 
-* **loss-rise onset** (saturation, SPEC 2.1): the held-out loss falls from step 0, so its late
+* **loss-rise onset** (saturation, docs/methods.md §5): the held-out loss falls from step 0, so its late
   rise is looked for from the best (lowest-loss) checkpoint on: ``rise_onset(t, loss,
   min_rise, from_step=best_step)`` (:func:`loss_rise_onset`);
-* **head-collapse onset** (SPEC 2.5): the rise of the singular entropy ln k - H(p) (nats), or the
+* **head-collapse onset** (docs/methods.md §3): the rise of the singular entropy ln k - H(p) (nats), or the
   fall of the effective rank exp(H(p)) (a fraction of its peak value);
-* **anisotropy jump** (SPEC 2.4): the rise of the last layer's anisotropy.
+* **anisotropy jump** (docs/methods.md §1): the rise of the last layer's anisotropy.
 
 Statistics across seeds and within a run (pure functions):
 

@@ -7,11 +7,11 @@ With singular values s_1 >= ... >= s_k >= 0 (k = min(V, d)):
   the share of squared Frobenius norm, which fits the study's plotted values) or
   p_i = s_i / sum_j s_j ("linear");
 * singular entropy: KL(p || uniform_k) = ln k - H(p), in nats, in [0, ln k]:
-  0 for a flat spectrum, ln k for a rank-1 matrix (SPEC section 2.5);
+  0 for a flat spectrum, ln k for a rank-1 matrix (docs/methods.md §3);
 * effective rank: exp(H(p)), in [1, k] (Roy & Vetterli, 2007);
 * W-error(d) = sqrt( sum_{i > d} s_i^2 ) / |M|_F, the smallest relative
   Frobenius error of any rank-d approximation (Eckart-Young-Mirsky), in [0, 1],
-  1 at d = 0, 0 at full rank, non-increasing (SPEC section 2.7).
+  1 at d = 0, 0 at full rank, non-increasing (docs/methods.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Trainable LM heads on frozen representations (the rank probe of SPEC section 2.6).
+"""Trainable LM heads on frozen representations (the rank probe of docs/methods.md §8).
 
 A head maps representations h (n x d) to next-token logits over V tokens.
 :class:`LowRankHead` (W = A B, rank <= r) and :class:`FullRankHead` (W, rank

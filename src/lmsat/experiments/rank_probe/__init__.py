@@ -1,4 +1,4 @@
-"""Rank-constrained heads on frozen representations (SPEC 2.6 and 2.8; study Fig. 6, 8, 9).
+"""Rank-constrained heads on frozen representations (docs/methods.md §8, §7; study Fig. 6, 8, 9).
 
 The language model is frozen. Its final pre-head representations h_t (after the
 final norm: exactly the input of its LM head) and next-token targets y_t are
@@ -14,7 +14,7 @@ sample, so the held-out sample is never used for a choice), then the full budget
 at the best rate, evaluated on the held-out sample: loss, perplexity exp(loss),
 top-1 accuracy. Reference rows: an unconstrained trained head (rank min(V, d))
 and the model's own head on the same held-out tokens. Next to each probe loss:
-W-error(r) of the model's own head (SPEC 2.8, Fig. 8).
+W-error(r) of the model's own head (docs/methods.md §7, Fig. 8).
 
 Token samples. One sample of whole windows of ``seq_len`` tokens is drawn with
 :func:`lmsat.loading.tokens.get_token_sample` (windows are non-overlapping
