@@ -170,10 +170,15 @@ def test_ray_sweep_killed_midway_resumes_without_ray(ray_address, family, local_
     assert_same(local_run, out)
 
 
-def test_ray_options_mistakes_exit_2(family, brown_dir, tmp_path, cli):
-    res = cli(*args(family, tmp_path / "o", brown_dir, "--ray", "--cpus-per-task", "0"))
-    assert res.code == 2 and res.stderr.startswith("lmsat: error: --cpus-per-task must be positive")
-    assert not (tmp_path / "o").exists()
+@pytest.mark.parametrize("extra, message", [
+    (["--cpus-per-task", "0"], "--cpus-per-task must be positive"),
+    (["--cpus-per-task", "3"], "--cpus-per-task 3 is more than the Ray cluster's 2 CPUs"),  # would wait forever
+    (["--gpus-per-task", "1"], "each task asks for 1 GPU(s) but the Ray cluster has 0"),
+])
+def test_ray_options_mistakes_exit_2(ray_address, family, brown_dir, tmp_path, cli, extra, message):
+    res = cli(*args(family, tmp_path / "o", brown_dir, "--ray-address", ray_address, *extra))
+    assert res.code == 2 and res.stderr.startswith(f"lmsat: error: {message}"), res.stderr
+    assert not (tmp_path / "o" / "sweep").exists()
 
 
 # --- n-gram counting -------------------------------------------------------------------------

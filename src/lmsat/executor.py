@@ -62,7 +62,8 @@ class LocalExecutor:
         return value
 
     def map(
-        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0,
+        fresh_workers: bool = True,
     ) -> Iterator[Done[R]]:
         """Run ``fn(*a)`` for each ``a`` in order (``remote_outputs``: see :meth:`RayExecutor.map`)."""
         for i, a in enumerate(args):
@@ -138,22 +139,25 @@ class RayExecutor:
         return self.ray.put(value)
 
     def map(
-        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0,
+        fresh_workers: bool = True,
     ) -> Iterator[Done[R]]:
         """Submit every unit, then yield each as it finishes (any order; ``Done.index`` says which).
 
         With ``remote_outputs`` = k > 0, ``fn`` returns a tuple of k + 1 values: the first k
         stay in the object store (``Done.value`` holds their references, to pass as
         arguments of later tasks without a trip through the driver), the last one is fetched.
+        ``fresh_workers=False`` lets a worker run several units (units that hold no model: n-gram shards).
         """
         ray = self.ray
         options: dict[str, Any] = {
             "num_cpus": resources.cpus,
             "num_gpus": resources.gpus,
-            "max_calls": 1,  # a fresh worker per unit: memory of one checkpoint never leaks into the next
             "max_retries": self.max_retries,  # a dead worker is retried ...
             "retry_exceptions": False,  # ... an exception is an answer (units return their own failures)
         }
+        if fresh_workers:
+            options["max_calls"] = 1  # a fresh worker per unit: memory of one checkpoint never leaks into the next
         if resources.memory_bytes:
             options["memory"] = resources.memory_bytes
         remote = ray.remote(**options)(_in_worker)

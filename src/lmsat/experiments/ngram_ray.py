@@ -153,7 +153,7 @@ def count_distributed(
     if not args:
         return _empty_counts(n, vocab_size), 0
     results: list[Any] = [None] * len(args)
-    for done in track(executor.map(count_shard, args, resources, remote_outputs=n_b), "counting n-grams (shards)", total=len(args)):
+    for done in track(executor.map(count_shard, args, resources, remote_outputs=n_b, fresh_workers=False), "counting n-grams (shards)", total=len(args)):
         if done.error is not None:
             raise RuntimeError(f"n-gram shard {done.index} failed: {done.error}")
         results[done.index] = done.value
@@ -167,7 +167,7 @@ def count_distributed(
     edge_parts = split_by_first_token(edges, bounds)
     reduce_args = [tuple(r[b] for r in results) + (edge_parts[b],) for b in range(n_b)]
     buckets: list[NGramCounts | None] = [None] * n_b
-    for done in track(executor.map(reduce_bucket, reduce_args, resources), "merging n-gram buckets", total=n_b):
+    for done in track(executor.map(reduce_bucket, reduce_args, resources, fresh_workers=False), "merging n-gram buckets", total=n_b):
         if done.error is not None:
             raise RuntimeError(f"n-gram bucket {done.index} failed: {done.error}")
         buckets[done.index] = done.value

@@ -100,6 +100,12 @@ def default_resources(executor: Executor, device: str, gpus_per_task: float | No
     gpus = (1.0 if device == "cuda" else 0.0) if gpus_per_task is None else float(gpus_per_task)
     if device == "cuda" and gpus == 0:
         raise UserError("--device cuda with --gpus-per-task 0 would run tasks where no GPU is reserved; give --gpus-per-task 1 (or a fraction).")
+    have_gpus = getattr(executor, "cluster_gpus", lambda: gpus)()
+    have_cpus = getattr(executor, "cluster_cpus", lambda: cpus_per_task)()
+    if gpus > have_gpus:  # the task could never be scheduled: say so instead of waiting forever
+        raise UserError(f"each task asks for {gpus:g} GPU(s) but the Ray cluster has {have_gpus:g}; use --device cpu (or --gpus-per-task 0), or add GPU nodes.")
+    if cpus_per_task > have_cpus:
+        raise UserError(f"--cpus-per-task {cpus_per_task:g} is more than the Ray cluster's {have_cpus:g} CPUs; give at most {have_cpus:g}.")
     return Resources(cpus=float(cpus_per_task), gpus=gpus)
 
 
