@@ -823,15 +823,12 @@ def put_table(store: Store, selection: Selection, plan: TaskPlan, dtype: str, be
 
 
 def downstream_frame(tables: Sequence[Record]) -> pd.DataFrame:
-    """All comparison rows of ``downstream_table`` records, with the task-set id (the CSV ``downstream.csv``)."""
-    cols = ["model", "task", "metric", "unit", "best_revision", "best_step", "final_revision", "final_step", "best", "final",
-            "difference", "relative_change", "higher_is_better", "worse_at_final", "best_stderr", "final_stderr",
-            "study_best", "study_final"]
-    rows = []
-    for rec in tables:
-        for row in rec.results.get("rows", []):
-            rows.append({**{c: row.get(c) for c in cols}, "task_set": rec.inputs.get("task_set"), "dtype": rec.inputs.get("dtype")})
-    return pd.DataFrame(rows, columns=cols + ["task_set", "dtype"])
+    """All comparison rows of ``downstream_table`` records, with the task-set id (the CSV ``downstream.csv``):
+    :func:`lmsat.kinds.downstream.frame`."""
+    from lmsat.kinds import downstream as downstream_kind
+    from lmsat.kinds.base import as_kind
+
+    return downstream_kind.frame([as_kind(r, downstream_kind.DownstreamTableRecord) for r in tables])
 
 
 def run_downstream(

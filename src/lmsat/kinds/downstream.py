@@ -41,18 +41,21 @@ class DownstreamTableRecord(KindRecord):
 
 
 COLUMNS = ["model", "task", "metric", "unit", "best_revision", "best_step", "final_revision", "final_step", "best", "final",
-           "difference", "relative_change", "worse_at_final", "best_stderr", "final_stderr", "study_best", "study_final"]
+           "difference", "relative_change", "higher_is_better", "worse_at_final", "best_stderr", "final_stderr",
+           "study_best", "study_final"]
 LABELS = {"model": "model", "task": "task", "metric": "metric", "unit": "unit", "best_revision": "best revision", "best_step": "best step",
           "final_revision": "final revision", "final_step": "final step", "best": "best checkpoint", "final": "final checkpoint",
-          "difference": "final - best", "relative_change": "final / best - 1", "worse_at_final": "worse at final",
-          "best_stderr": "best standard error", "final_stderr": "final standard error", "study_best": "study: best",
-          "study_final": "study: final"}
+          "difference": "final - best", "relative_change": "final / best - 1", "higher_is_better": "higher is better",
+          "worse_at_final": "worse at final", "best_stderr": "best standard error", "final_stderr": "final standard error",
+          "study_best": "study: best", "study_final": "study: final", "task_set": "task set", "dtype": "dtype"}
 
 
 def frame(records: Sequence[DownstreamTableRecord]) -> pd.DataFrame:
-    rows = [{c: row.get(c) for c in COLUMNS} for rec in records for row in (rec.rows or [])]
-    return drop_empty(pd.DataFrame(rows, columns=COLUMNS))
+    """All comparison rows of ``downstream_table`` records, with the task-set id and dtype (the CSV ``downstream.csv``)."""
+    rows = [{**{c: row.get(c) for c in COLUMNS}, "task_set": rec.inputs.get("task_set"), "dtype": rec.inputs.get("dtype")}
+            for rec in records for row in (rec.rows or [])]
+    return pd.DataFrame(rows, columns=[*COLUMNS, "task_set", "dtype"])
 
 
 def table(records: Sequence[DownstreamTableRecord]) -> pd.DataFrame:
-    return labelled(frame(records), LABELS)
+    return labelled(drop_empty(frame(records)), LABELS)
