@@ -35,6 +35,7 @@ class Case:
     needs: str | None = None  # a fixture the case needs (immutable_dir, readonly_dir)
     output: bool = True  # append -o {out}/run unless the argv has its own output
     pre_file: bool = False  # create {out}/afile before the run
+    cache: str | None = None  # $LMSAT_CACHE for the run
 
 
 def C(id: str, *argv: str, expect: str, **kw) -> Case:
@@ -346,6 +347,12 @@ CASES += [
     C("report-markdown-with-html-name", "report", "{rundir}", "--markdown", "-o", "{out}/r.html", expect="--markdown", output=False),
     C("demo-device-tpu", "demo", "--quick", "--device", "tpu", expect="--device must be one of"),
     C("fetch-assets-unknown-name", "fetch-assets", "everything", expect="unknown asset everything", output=False),
+    C("fetch-assets-cache-under-a-file", "fetch-assets", "brown", expect="is a file", output=False, pre_file=True,
+      cache="{out}/afile/cache"),
+    C("fetch-assets-cache-immutable", "fetch-assets", "kjv", expect="cannot be written", output=False, needs="immutable_dir",
+      cache="{immutable_dir}/cache"),
+    C("fetch-assets-cache-read-only-fs", "fetch-assets", "gpt2-bpe", expect="read-only filesystem", output=False,
+      needs="readonly_dir", cache="{readonly_dir}/cache"),
     C("unknown-command", "frobnicate", expect="No such command 'frobnicate'", output=False),
 ]
 
@@ -376,7 +383,7 @@ def test_the_battery_is_large_and_its_cases_distinct():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(case: Case, env, cli, tmp_path, request):
+def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(case: Case, env, cli, tmp_path, request, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     values = {**env, "out": str(out)}
@@ -385,6 +392,8 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(case: Case, en
     if case.pre_file:
         (out / "afile").write_text("keep me\n")
     argv = [_fill(a, values) for a in case.argv]
+    if case.cache:
+        monkeypatch.setenv("LMSAT_CACHE", _fill(case.cache, values))
     if case.output and "-o" not in argv:
         argv += ["-o", str(out / "run")]
     before = snapshot(out, Path(env["root"]))

