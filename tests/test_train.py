@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lmsat.store import Store
+from lmsat.synth.truth import language_record
 from lmsat.training.train import TrainConfig, batch_indices, checkpoint_steps, lr_at, read_metrics
 
 from conftest import files_under
@@ -62,7 +63,7 @@ def family(tmp_path_factory) -> dict:
 
 def test_small_hidden_size_stays_above_the_entropy_while_a_large_one_gets_close(family: dict) -> None:
     small, large = family["records"][4].results, family["records"][32].results
-    lang = json.loads((family["root"] / "lang" / "synth" / "language.json").read_text())["results"]
+    lang = language_record(family["root"] / "lang").results
     # the gap is measured on the held-out tokens against their true -ln p
     assert small["reference_entropy"] == pytest.approx(lang["heldout_true_entropy"], abs=0.05)
     assert small["final_gap"] > 0.3  # d = 4 < R = 16: measurably above the best achievable loss
@@ -76,7 +77,7 @@ def test_training_lowers_the_held_out_loss(family: dict) -> None:
         assert arr["checkpoint_steps"][0] == 0 and arr["checkpoint_steps"][-1] == 300
         # from about ln V at initialisation to well below the context-free (unigram) loss
         assert arr["eval_loss"][0] == pytest.approx(math.log(65), abs=0.1)
-        lang = json.loads((family["root"] / "lang" / "synth" / "language.json").read_text())["results"]
+        lang = language_record(family["root"] / "lang").results
         assert arr["eval_loss"][-1] < lang["unigram_entropy"] - 0.3
         train = [r["train_loss"] for r in read_metrics(family["runs"] / rec.key) if "train_loss" in r]
         assert np.mean(train[-5:]) < np.mean(train[:3]) - 0.5

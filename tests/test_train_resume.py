@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 from lmsat.experiments.synth import write_language
 from lmsat.synth.generator import LanguageSpec
+from lmsat.store import Store
 from lmsat.training.train import checkpoint_steps, read_metrics
 
 STEPS, EVERY = 300, 50
@@ -80,11 +80,14 @@ def test_resume_after_kill_continues_the_step_count_and_matches_an_uninterrupted
     # one log line per 10 steps and one eval line per checkpoint: nothing repeated, nothing missing
     assert [r["step"] for r in rows if "train_loss" in r] == list(range(10, STEPS + 1, 10))
     assert [r["step"] for r in rows if "eval_loss" in r] == checkpoint_steps(STEPS, EVERY)
-    record = json.loads((out / "train" / f"{MODEL}.json").read_text())
-    assert record["results"]["steps"] == STEPS and record["results"]["checkpoints"][-1] == f"step{STEPS}"
+    record = Store(out).get("train", MODEL)
+    assert record.results["steps"] == STEPS and record.results["checkpoints"][-1] == f"step{STEPS}"
 
     reference = tmp_path / "uninterrupted"
     _train_in_process(lang, reference)
+    # the running-mean training loss of each log line, resumed mid-window or not, is the uninterrupted one
+    assert [r["train_loss"] for r in rows if "train_loss" in r] == [
+        r["train_loss"] for r in read_metrics(reference / MODEL) if "train_loss" in r]
     # Same batches, same schedule, same optimizer state: the resumed weights are the uninterrupted ones.
     for step in (at_kill[-1], STEPS):
         a, b = _weights(model_dir / f"step{step}"), _weights(reference / MODEL / f"step{step}")
@@ -95,3 +98,72 @@ def test_resume_after_kill_continues_the_step_count_and_matches_an_uninterrupted
     for r in rows:
         if "eval_loss" in r:
             assert r["eval_loss"] == pytest.approx(ref_rows[r["step"]]["eval_loss"], abs=1e-6)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path: Path, cli) -> None:
+    """The previous checkpoint keeps its training state until the next one is complete: a damaged
+    newest checkpoint costs one warning line and a few steps, and the result is the uninterrupted one."""
+    import torch
+
+    lang = tmp_path / "lang"
+    write_language(LanguageSpec(vocab=16, contexts=16, rank=4), lang, n_tokens=20_000, heldout_tokens=1024)
+    args = ["train", "--data", lang / "corpus", "--tokenizer", lang / "tokenizer", "-o", tmp_path / "out", "--hidden-sizes", 8,
+            "--layers", 1, "--heads", 2, "--seq-len", 16, "--batch-size", 4, "--steps", 30, "--warmup", 3,
+            "--checkpoint-every", 12, "--log-every", 5, "--eval-tokens", 256, "--device", "cpu"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(*args).code == 0
+        model_dir = tmp_path / "out" / MODEL
+        with_state = sorted(int(p.parent.name[4:]) for p in model_dir.glob("step*/training_state.pt"))
+        assert with_state == [24, 30]  # the newest two
+        uninterrupted = _weights(model_dir / "step30")
+        logged = [r for r in read_metrics(model_dir) if "train_loss" in r]
+        # a run killed while its newest checkpoint was being damaged: torn weights, no record yet
+        weights = model_dir / "step30" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+        Store(tmp_path / "out").delete("train", MODEL)
+        res = cli(*args)
+    finally:
+        torch.set_num_threads(threads)
+    assert res.code == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("lmsat: warning:")]
+    assert len(warnings) == 1 and "step30" in warnings[0] and "step 24" in warnings[0]
+    assert "Traceback" not in res.stderr
+    for name, value in _weights(model_dir / "step30").items():
+        np.testing.assert_array_equal(value, uninterrupted[name], err_msg=name)
+    # the log lines past step 24 were written again, with the same running means (the window 20-25 spans the resume)
+    assert [(r["step"], r["train_loss"]) for r in read_metrics(model_dir) if "train_loss" in r] == \
+        [(r["step"], r["train_loss"]) for r in logged]
+
+
+def test_a_mixture_of_softmaxes_head_trains_records_its_cost_and_resumes_exactly(tmp_path: Path, cli) -> None:
+    """`lmsat train --head mos:2`: the head's own parameters are checkpointed and a resume rebuilds them."""
+    import torch
+
+    lang = tmp_path / "lang"
+    write_language(LanguageSpec(vocab=16, contexts=16, rank=4), lang, n_tokens=20_000, heldout_tokens=1024)
+    args = ["train", "--data", lang / "corpus", "--tokenizer", lang / "tokenizer", "-o", tmp_path / "out", "--hidden-sizes", 8,
+            "--layers", 1, "--heads", 2, "--seq-len", 16, "--batch-size", 4, "--steps", 12, "--warmup", 2,
+            "--checkpoint-every", 6, "--log-every", 4, "--eval-tokens", 256, "--device", "cpu", "--head", "mos:2"]
+    name = "gpt-neox-d8-l1-mos2"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(*args).code == 0
+        rec = Store(tmp_path / "out").get("train", name)
+        V, d, K = 17, 8, 2  # 16 words + eos
+        assert rec.results["head"] == "mos:2"
+        assert rec.results["head_parameters"] == d * (V + d) + (d * K + K) + K * d * d + K * d
+        assert rec.results["head_flops_per_token"] == 2 * K * d * d + 2 * K * d + K * 2 * d * (V + d)
+        final = _weights(tmp_path / "out" / name / "step12")
+        assert {"embed_out.prior.weight", "embed_out.proj", "embed_out.out.A"} <= set(final)
+        import shutil
+
+        shutil.rmtree(tmp_path / "out" / name / "step12")
+        Store(tmp_path / "out").delete("train", name)
+        assert cli(*args).code == 0
+    finally:
+        torch.set_num_threads(threads)
+    for key, value in _weights(tmp_path / "out" / name / "step12").items():
+        np.testing.assert_array_equal(value, final[key], err_msg=key)

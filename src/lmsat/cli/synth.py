@@ -93,11 +93,15 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = 0.01,
     grad_clip: Annotated[float, typer.Option(help="Clip the global gradient L2 norm to this.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the batch order.")] = 0,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train every hidden size once per seed, e.g. 0,1,2 or 0-4 (models named ...-seed<N> for N != 0); replaces --seed.", show_default=False)] = None,
+    data_seed: Annotated[Optional[int], typer.Option("--data-seed", help="Seed of the batch order alone (default: the seed); the weights keep theirs.", show_default=False)] = None,
+    weight_seed: Annotated[Optional[int], typer.Option("--weight-seed", help="Seed of the initial weights alone (default: the seed); the batch order keeps its.", show_default=False)] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoints at step0, 1, 2, 4, ... below N, then every N steps and the last step.")] = 100,
     eval_data: Annotated[Optional[str], typer.Option("--eval-data", help="Held-out corpus (default: the heldout/ folder next to a corpus written by lmsat synth, else the last --eval-tokens of --data, not trained on).")] = None,
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at each checkpoint.")] = 16384,
     max_tokens: Annotated[Optional[int], typer.Option(help="Read only the first N tokens of --data (default: all of it, held in memory).")] = None,
     log_every: Annotated[int, typer.Option(help="Log the mean training loss every N steps.")] = 10,
+    head: Annotated[str, typer.Option("--head", help="LM head: softmax (a linear map, the default), mos:K (mixture of K softmaxes, Yang et al. 2018), sigsoftmax (Kanai et al. 2018) or mlp (non-linear projection before the softmax). Models other than softmax are named ...-<head> (e.g. -mos4); their checkpoints keep the head's own parameters, which lmsat train resumes from.")] = "softmax",
     device: Device = "auto",
     text_field: TextField = "text",
     data_config: DataConfig = None,
@@ -105,7 +109,7 @@ def train(
     streaming: Streaming = True,
     force: Annotated[bool, typer.Option("--force", help="Delete the models of OUTPUT with these hidden sizes and retrain them from scratch.")] = False,
 ) -> None:
-    """Train a family of small causal LMs (one per hidden size) with Pythia-like checkpoints.
+    """Train a family of small causal LMs (one per hidden size, and per seed with --seeds) with Pythia-like checkpoints.
 
     AdamW with warm-up and cosine decay, gradient clipping, bf16 autocast on CUDA. Writes
     OUTPUT/<arch>-d<d>-l<layers>/step<N>/ (Hugging Face folders that `lmsat sweep`, `head`,
@@ -125,15 +129,21 @@ def train(
     v.check_output_dir(output)
     v.check_seed("--seed", seed)
     v.check_device(device)
+    from lmsat.errors import UserError
+    from lmsat.loading.checkpoints import parse_seeds
+
+    seed_list = parse_seeds(seeds)
+    if seed_list is not None and seed != 0:
+        raise UserError("give either --seed or --seeds, not both (e.g. --seeds 0,1,2).")
     sizes = parse_hidden_sizes(hidden_sizes)
     config = TrainConfig(
         hidden_size=sizes[0], layers=layers, heads=heads, arch=arch, seq_len=seq_len, steps=steps, batch_size=batch_size,
         lr=lr, min_lr_ratio=min_lr_ratio, warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
-        checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, max_tokens=max_tokens, log_every=log_every, device=device,
+        data_seed=data_seed, weight_seed=weight_seed, checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, max_tokens=max_tokens, log_every=log_every, head=head, device=device,
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None
-    records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force)
+    records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force, seeds=seed_list)
     everything = Store(output).records("train")
     table = family_table(everything)
     atomic_write_csv(output / "training.csv", table)

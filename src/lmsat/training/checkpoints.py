@@ -38,7 +38,12 @@ def list_checkpoints(model_dir: str | Path) -> dict[int, Path]:
 
 
 def save_checkpoint(model: Any, tokenizer: TextTokenizer, model_dir: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write ``step<N>/`` atomically (temporary folder, then rename); keep the training state only in the newest."""
+    """Write ``step<N>/`` atomically (temporary folder, then rename).
+
+    The training state stays in the two newest checkpoints: the previous one is kept until
+    this one is complete, so a damaged newest checkpoint can fall back to it
+    (:func:`load_resume_point`).
+    """
     import torch
 
     final = model_dir / f"step{step}"
@@ -50,9 +55,9 @@ def save_checkpoint(model: Any, tokenizer: TextTokenizer, model_dir: Path, step:
     if final.exists():  # a checkpoint of an abandoned run past the resume point
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for older_step, older in list_checkpoints(model_dir).items():
-        if older_step != step:
-            (older / STATE_FILE).unlink(missing_ok=True)
+    with_state = [s for s, folder in list_checkpoints(model_dir).items() if (folder / STATE_FILE).is_file() and s < step]
+    for older_step in with_state[:-1]:  # all but the previous one
+        (model_dir / f"step{older_step}" / STATE_FILE).unlink(missing_ok=True)
     return final
 
 
@@ -123,21 +128,74 @@ class ResumePoint:
     running_loss: tuple[float, int]  # (sum, count) of the training losses since the last log line
 
 
-def load_resume_point(model_dir: Path, model_name: str) -> ResumePoint | None:
-    """The newest checkpoint with a training state, or None for a fresh start (no checkpoint)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_resume_point(model_dir: Path, model_name: str, build: Any = None) -> ResumePoint | None:
+    """The newest checkpoint that can be resumed from, or None for a fresh start (no checkpoint).
 
+    A newest checkpoint whose training state or weights are missing, truncated or refused
+    falls back to the previous one, with one warning line; the damaged folders past the
+    resume point are removed (training writes them again). ``build()`` makes an empty model
+    whose weights are then loaded from ``model.safetensors`` (heads that Hugging Face cannot
+    rebuild); else ``AutoModelForCausalLM.from_pretrained``.
+    """
     from lmsat.errors import UserError
+    from lmsat.store import warn
 
     checkpoints = list_checkpoints(model_dir)
     if not checkpoints:
         return None
-    last_step, last_dir = max(checkpoints.items())
-    if not (last_dir / STATE_FILE).is_file():
-        raise UserError(f"'{last_dir}' has no {STATE_FILE} to resume from; use --force to retrain {model_name} from scratch.")
-    state = torch.load(last_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(last_dir), dtype=torch.float32)
+    newest_dir = checkpoints[max(checkpoints)]
+    problems: list[str] = []
+    for step in sorted(checkpoints, reverse=True):
+        folder = checkpoints[step]
+        if not (folder / STATE_FILE).is_file():
+            if problems:  # states are kept in the two newest checkpoints only: nothing older to try
+                break
+            raise UserError(f"'{folder}' has no {STATE_FILE} to resume from; use --force to retrain {model_name} from scratch.")
+        try:
+            point = _load_point(folder, build)
+        except Exception as exc:  # noqa: BLE001 - a torn file, a refused pickle, bad safetensors: try the previous one
+            problems.append(f"'{folder}' ({type(exc).__name__})")
+            continue
+        if problems:
+            warn(f"cannot resume from {', '.join(problems)}; continuing from step {step} instead.")
+            for later, later_dir in checkpoints.items():
+                if later > step:
+                    shutil.rmtree(later_dir, ignore_errors=True)
+        return point
+    raise UserError(
+        f"no checkpoint of {model_name} can be resumed from ({', '.join(problems) or newest_dir}); "
+        f"use --force to retrain {model_name} from scratch."
+    )
+
+
+def _own_names(model: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """Saved weights under the model's own parameter names: Hugging Face saves some heads under a
+    legacy module name (GPT-NeoX's ``lm_head`` as ``embed_out``); the head's parameters are renamed back."""
+    head = model.get_output_embeddings()
+    name = next(n for n, m in model.named_modules() if m is head)
+    expected = set(model.state_dict())
+    by_tail = {k.split(".", 1)[1]: k for k in saved if k not in expected and "." in k}
+    out = dict(saved)
+    for key in expected - set(saved):
+        tail = key[len(name) + 1 :] if key.startswith(name + ".") else None
+        if tail in by_tail:
+            out[key] = out.pop(by_tail[tail])
+    return out
+
+
+def _load_point(folder: Path, build: Any) -> ResumePoint:
+    import torch
+
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    if build is None:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    else:
+        from safetensors.torch import load_file
+
+        model = build()
+        model.load_state_dict(_own_names(model, load_file(str(folder / "model.safetensors"))), strict=True)
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -33,16 +33,36 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     seed: int = 0
+    data_seed: int | None = None
+    weight_seed: int | None = None
     checkpoint_every: int = 100
     eval_tokens: int = 16384
     max_tokens: int | None = None
     log_every: int = 10
+    head: str = "softmax"
     device: str = "auto"
 
     @property
     def model_name(self) -> str:
-        """Folder name of the model: ``<arch>-d<hidden>-l<layers>`` (e.g. ``gpt-neox-d64-l2``)."""
-        return f"{self.arch}-d{self.hidden_size}-l{self.layers}"
+        """Folder name of the model: ``<arch>-d<hidden>-l<layers>`` (e.g. ``gpt-neox-d64-l2``), then the
+        seeds in PolyPythias' spelling when not the default: ``-seed<N>`` (N != 0), ``-weight-seed<N>``,
+        ``-data-seed<N>`` (e.g. ``gpt-neox-d64-l2-seed3``)."""
+        tail = f"-seed{self.seed}" if self.seed != 0 else ""
+        tail += f"-weight-seed{self.weight_seed}" if self.weight_seed is not None else ""
+        tail += f"-data-seed{self.data_seed}" if self.data_seed is not None else ""
+        if self.head != "softmax":  # e.g. gpt-neox-d8-l2-mos4 (lmsat.nn.beyond)
+            tail += "-" + self.head.replace(":", "")
+        return f"{self.arch}-d{self.hidden_size}-l{self.layers}{tail}"
+
+    @property
+    def init_seed(self) -> int:
+        """Seed of the initial weights: ``weight_seed`` when given, else ``seed`` (the one place seeds resolve)."""
+        return self.seed if self.weight_seed is None else self.weight_seed
+
+    @property
+    def order_seed(self) -> int:
+        """Seed of the batch order: ``data_seed`` when given, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def tokens_per_step(self) -> int:
@@ -56,6 +76,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for settings that cannot train."""
+        from lmsat.nn.beyond import HeadSpec
+
+        HeadSpec.parse(self.head, "--head")
         if self.arch not in ARCHS:
             raise UserError(f"--arch must be one of {', '.join(ARCHS)} (got '{self.arch}').")
         positive = {"--hidden-sizes": self.hidden_size, "--layers": self.layers, "--heads": self.heads, "--steps": self.steps,
@@ -69,6 +92,9 @@ class TrainConfig:
                 f"hidden size {self.hidden_size} is not divisible by --heads {self.heads}; "
                 "pick hidden sizes that are multiples of the number of heads."
             )
+        for name, seed in (("--seed", self.seed), ("--data-seed", self.data_seed), ("--weight-seed", self.weight_seed)):
+            if seed is not None and not 0 <= seed < 2**32:
+                raise UserError(f"{name} must be an integer in [0, 2^32) (got {seed}).")
         if self.seq_len < 2:
             raise UserError(f"--seq-len must be >= 2 (got {self.seq_len}).")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -18,6 +18,8 @@ from lmsat import __version__
 from lmsat.errors import UserError
 from lmsat.loading.corpus import CorpusSpec
 from lmsat.loading.tokenizers import TextTokenizer
+from lmsat.kinds.train import TrainRecord
+from lmsat.measure.saturation import best_final_rise
 from lmsat.store import Record, Store, atomic_write_json
 from lmsat.training.checkpoints import (
     append_metrics,
@@ -48,6 +50,7 @@ from lmsat.training.model import (
     build_model,
     count_params,
     evaluate,
+    head_cost,
     make_optimizer,
 )
 
@@ -69,8 +72,11 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
     done = _prepare_folder(cfg, inputs, data, store, model_dir, force)
     if done is not None:
         return done
-    resume = load_resume_point(model_dir, cfg.model_name)
-    model = resume.model if resume else build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
+    def build() -> Any:
+        return build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
+
+    resume = load_resume_point(model_dir, cfg.model_name, build=None if cfg.head == "softmax" else build)
+    model = resume.model if resume else build()
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     if resume:
@@ -92,7 +98,7 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
         checkpoint(0)
     for step in track(range(start, cfg.steps), f"train {cfg.model_name}", total=cfg.steps - start):
         lr = lr_at(step, cfg)
-        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.seed)]).to(device)
+        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.order_seed)]).to(device)
         loss, grad_norm = train_step(model, optimizer, x, lr, cfg.grad_clip, device)
         running += loss.double()
         running_n += 1
@@ -106,7 +112,8 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
             checkpoint(step + 1)
     n_params, n_params_body = count_params(model)
     return store.put(KIND, cfg.model_name, _record_inputs(cfg, inputs, data, device),
-                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now()))
+                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now(), head_cost(model)),
+                     schema_version=TrainRecord.VERSION)
 
 
 def train_step(model: Any, optimizer: Any, x: Any, lr: float, grad_clip: float, device: str) -> tuple[Any, Any]:
@@ -178,6 +185,8 @@ def _write_train_config(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingDa
         "tokens_per_step": cfg.tokens_per_step,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
+        "head": cfg.head,
+        **head_cost(model),
         "hidden_size": cfg.hidden_size,
         "num_layers": cfg.layers,
         "num_heads": cfg.heads,
@@ -203,7 +212,7 @@ def _record_inputs(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, d
 
 
 def _record_results(
-    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float
+    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float, head: dict[str, int] | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scalars and per-checkpoint arrays of a finished model, from its metrics.jsonl."""
     rows = read_metrics(model_dir)
@@ -211,7 +220,7 @@ def _record_results(
     trains = [r for r in rows if "train_loss" in r]
     steps = np.array(sorted(evals), dtype=np.int64)
     eval_loss = np.array([evals[s]["eval_loss"] for s in steps])
-    best = int(np.argmin(eval_loss))
+    point = best_final_rise(steps, eval_loss)  # the one best/final/rise function (docs/methods.md §5)
     final = evals[int(steps[-1])]
     tail = trains[-max(1, len(trains) // 10):]
     results: dict[str, Any] = {
@@ -219,14 +228,16 @@ def _record_results(
         "hidden_size": cfg.hidden_size,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
+        "head": cfg.head,
+        **(head or {}),
         "steps": cfg.steps,
         "tokens": cfg.steps * cfg.tokens_per_step,
         "checkpoints": [f"step{s}" for s in steps],
         "final_train_loss": float(np.mean([r["train_loss"] for r in tail])) if tail else None,
-        "final_eval_loss": float(eval_loss[-1]),
-        "best_eval_loss": float(eval_loss[best]),
-        "best_step": int(steps[best]),
-        "relative_rise": float(eval_loss[-1] / eval_loss[best] - 1.0),
+        "final_eval_loss": point["final_loss"],
+        "best_eval_loss": point["best_loss"],
+        "best_step": point["best_step"],
+        "relative_rise": point["relative_rise"],
         "reference_entropy": final.get("reference_entropy"),
         "final_gap": final.get("gap"),
         "final_gap_standard_error": final.get("gap_standard_error"),
@@ -243,6 +254,8 @@ def _record_results(
         "gap": np.array([np.nan if evals[s].get("gap") is None else evals[s]["gap"] for s in steps]),
         "last_layer_anisotropy": np.array([evals[s]["last_layer_anisotropy"] for s in steps]),
         "head_singular_values": np.array([evals[s]["head_singular_values"] for s in steps]),
+        # measured at each checkpoint (metrics.jsonl), stored so figures never recompute it (schema lmsat.train/2)
+        "head_effective_rank": np.array([evals[s]["head_effective_rank"] for s in steps]),
     }
     return results, arrays
 
@@ -255,8 +268,10 @@ def train_family(
     config: TrainConfig = TrainConfig(),
     eval_data: str | Path | CorpusSpec | None = None,
     force: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Record]:
-    """Train one model per hidden size in ``hidden_sizes`` (all other settings from ``config``).
+    """Train one model per hidden size in ``hidden_sizes`` and seed in ``seeds`` (default: ``config.seed``
+    alone); all other settings from ``config``. Seeds are the outer loop, so a stopped run has whole seeds.
 
     ``data``/``eval_data``: anything ``--data`` accepts (file, folder, glob, ``hf:NAME``) or a
     :class:`CorpusSpec`; ``tokenizer``: a Hugging Face tokenizer folder or id. Every input is
@@ -265,7 +280,7 @@ def train_family(
     """
     if not hidden_sizes:
         raise UserError("--hidden-sizes is empty; give at least one hidden size, e.g. 16,32,64,128.")
-    configs = [replace(config, hidden_size=int(d)) for d in hidden_sizes]
+    configs = [replace(config, hidden_size=int(d), seed=int(s)) for s in (seeds or [config.seed]) for d in hidden_sizes]
     for cfg in configs:
         cfg.validate()
     from lmsat.loading.models import resolve_device

@@ -42,18 +42,42 @@ def model_config(cfg: TrainConfig, vocab_size: int, eos_id: int | None) -> Any:
 
 
 def build_model(cfg: TrainConfig, vocab_size: int, eos_id: int | None) -> Any:
-    """A freshly initialised model, weights drawn after ``torch.manual_seed(cfg.seed)``."""
+    """A freshly initialised model, weights drawn after ``torch.manual_seed(cfg.init_seed)``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(cfg.seed)
-    return AutoModelForCausalLM.from_config(model_config(cfg, vocab_size, eos_id))
+    torch.manual_seed(cfg.init_seed)
+    model = AutoModelForCausalLM.from_config(model_config(cfg, vocab_size, eos_id))
+    if cfg.head != "softmax":
+        from lmsat.nn.beyond import HeadSpec, build_head
+
+        # the head's input is the final norm's output (rms ~1); rank d: only the head function differs
+        model.set_output_embeddings(build_head(HeadSpec.parse(cfg.head), vocab_size, cfg.hidden_size, None, 1.0, seed=cfg.init_seed))
+    return model
+
+
+def head_cost(model: Any) -> dict[str, int]:
+    """Parameters and matmul FLOPs per token (2 per multiply-add) of the model's LM head."""
+    from lmsat.nn.heads import ProbeHead
+
+    head = model.get_output_embeddings()
+    params = sum(p.numel() for p in head.parameters())
+    flops = head.flops_per_token() if isinstance(head, ProbeHead) else 2 * head.weight.numel()
+    return {"head_parameters": int(params), "head_flops_per_token": int(flops)}
+
+
+def head_matrix(model: Any) -> Any:
+    """The (V, d) matrix of the LM head's linear output map (its weight; A B for factorised heads)."""
+    from lmsat.nn.heads import ProbeHead
+
+    head = model.get_output_embeddings()
+    return head.output_matrix() if isinstance(head, ProbeHead) else head.weight
 
 
 def count_params(model: Any) -> tuple[int, int]:
     """(all parameters, parameters outside the input embedding and the LM head)."""
     total = sum(p.numel() for p in model.parameters())
-    emb = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
+    emb = model.get_input_embeddings().weight.numel() + sum(p.numel() for p in model.get_output_embeddings().parameters())
     return int(total), int(total - emb)
 
 
@@ -109,7 +133,6 @@ def evaluate(model: Any, data: TrainingData, batch_size: int, device: str) -> Ev
 
     was_training = model.training
     model.eval()
-    head = model.get_output_embeddings()
     acc = AnisotropyAccumulator()
     losses = []
     with torch.inference_mode(), _autocast(device), capture_head_inputs(model) as captured:
@@ -123,7 +146,7 @@ def evaluate(model: Any, data: TrainingData, batch_size: int, device: str) -> Ev
     model.train(was_training)
     nll = np.concatenate(losses)
     result = EvalResult(eval_loss=float(nll.mean()), last_layer_anisotropy=acc.value,
-                        head_singular_values=singular_values(head.weight))
+                        head_singular_values=singular_values(head_matrix(model).detach()))
     if data.eval_reference is not None:
         known = np.isfinite(data.eval_reference)
         if known.any():

@@ -43,8 +43,22 @@ Modules (nanoGPT-style): :mod:`lmsat.training.config` (settings and schedules),
 :mod:`lmsat.training.loop` (the loop, the family, the table). This module re-exports them.
 """
 
-from lmsat.training.checkpoints import list_checkpoints, read_metrics, save_checkpoint, training_state
-from lmsat.training.config import ARCHS, KIND, METRICS, STATE_FILE, TRAIN_CONFIG, TrainConfig, checkpoint_steps, lr_at
+from lmsat.training.checkpoints import (
+    list_checkpoints,
+    read_metrics,
+    save_checkpoint,
+    training_state,
+)
+from lmsat.training.config import (
+    ARCHS,
+    KIND,
+    METRICS,
+    STATE_FILE,
+    TRAIN_CONFIG,
+    TrainConfig,
+    checkpoint_steps,
+    lr_at,
+)
 from lmsat.training.data import (
     FamilyInputs,
     TrainingData,
@@ -55,8 +69,22 @@ from lmsat.training.data import (
     token_stream,
     windows_of,
 )
-from lmsat.training.loop import family_table, parse_hidden_sizes, train_family, train_model, train_step
-from lmsat.training.model import EvalResult, build_model, count_params, evaluate, make_optimizer, model_config, rotary_fraction
+from lmsat.training.loop import (
+    family_table,
+    parse_hidden_sizes,
+    train_family,
+    train_model,
+    train_step,
+)
+from lmsat.training.model import (
+    EvalResult,
+    build_model,
+    count_params,
+    evaluate,
+    make_optimizer,
+    model_config,
+    rotary_fraction,
+)
 
 __all__ = [
     "ARCHS", "KIND", "METRICS", "STATE_FILE", "TRAIN_CONFIG", "EvalResult", "FamilyInputs", "TrainConfig", "TrainingData",
