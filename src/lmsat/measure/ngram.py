@@ -47,7 +47,8 @@ DEFAULT_SHARD_TOKENS = 50_000_000  # counting peaks near 90 bytes per token: ~4.
 class NGramCounts:
     """Counts N(c, w) of every observed n-gram, grouped by context (a CSR count matrix).
 
-    ``contexts``: (C, n-1) int64 token ids of the distinct contexts;
+    ``contexts``: (C, n-1) token ids of the distinct contexts (non-negative integers: uint16 or
+    uint32 from the first-token counter, int64 otherwise; cast before arithmetic);
     ``indptr``: (C+1,) int64, the n-grams of context i are ``indptr[i]:indptr[i+1]``;
     ``next_token``: (K,) int64 next-token ids, increasing within a context;
     ``count``: (K,) int64 occurrences N(c, w) >= 1;
@@ -81,7 +82,7 @@ class NGramCounts:
         """N(c) for every context, (C,) int64."""
         if self.n_ngrams == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.add.reduceat(self.count, self.indptr[:-1]).astype(np.int64)
+        return np.add.reduceat(self.count, self.indptr[:-1], dtype=np.int64)
 
     def observed_vocab(self) -> np.ndarray:
         """Sorted distinct next-token ids (the non-zero columns of P)."""
@@ -275,12 +276,17 @@ def _packs_in_u64(vocab_size: int, width: int) -> bool:
     return width * _id_bits(vocab_size) <= 64 and vocab_size <= _LOOKUP_MAX_VOCAB
 
 
-def _table_from_sorted(rest: np.ndarray, group_end: np.ndarray, count: np.ndarray | None, n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+def _table_from_sorted(
+    box: list[np.ndarray], group_end: np.ndarray, count: np.ndarray | None, n: int, vocab_size: int, n_tokens: int
+) -> NGramCounts:
     """The count table of n-grams sorted by (first token, rest key), rest = t_2 .. t_n packed by shifts.
 
+    ``box``: [rest], handed over (emptied here, so the keys are freed as soon as possible);
     ``group_end`` (V,): the rows of first token v are ``group_end[v-1]:group_end[v]``; equal
-    (first, rest) rows are adjacent; ``count``: each row's weight (None: 1 each).
+    (first, rest) rows are adjacent; ``count``: each row's weight (None: 1 each). Context ids
+    are stored as uint16 (V <= 65,536) or uint32.
     """
+    rest = box.pop()
     n_rows = rest.size
     bits = _id_bits(vocab_size)
     new = np.empty(n_rows, dtype=bool)
@@ -298,8 +304,9 @@ def _table_from_sorted(rest: np.ndarray, group_end: np.ndarray, count: np.ndarra
     # first token of each distinct n-gram: group v holds the starts in [group_end[v-1], group_end[v])
     per_first = np.diff(np.searchsorted(starts, group_end), prepend=0)
     keys = rest[starts]
-    del starts
-    firsts = np.repeat(np.arange(vocab_size, dtype=np.int64), per_first)
+    del starts, rest
+    id_dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
+    firsts = np.repeat(np.arange(vocab_size, dtype=id_dtype), per_first)
     ctx_rest = keys >> np.uint64(bits)
     keys &= np.uint64((1 << bits) - 1)
     next_token = keys.view(np.int64)
@@ -310,14 +317,14 @@ def _table_from_sorted(rest: np.ndarray, group_end: np.ndarray, count: np.ndarra
         new_ctx[1:] |= firsts[1:] != firsts[:-1]
     ctx_starts = np.flatnonzero(new_ctx)
     del new_ctx
-    contexts = np.empty((ctx_starts.size, n - 1), dtype=np.int64)
+    contexts = np.empty((ctx_starts.size, n - 1), dtype=id_dtype)
     contexts[:, 0] = firsts[ctx_starts]
     del firsts
     if n > 2:
         ctx_rest = ctx_rest[ctx_starts]
         mask = np.uint64((1 << bits) - 1)
         for j in range(n - 2, 0, -1):
-            contexts[:, j] = (ctx_rest & mask).view(np.int64)
+            contexts[:, j] = ctx_rest & mask
             ctx_rest >>= np.uint64(bits)
     del ctx_rest
     indptr = np.append(ctx_starts, next_token.size)
@@ -344,7 +351,9 @@ def _count_by_first_token(tokens: np.ndarray, n: int, vocab_size: int) -> NGramC
     del order
     group_end = np.cumsum(np.bincount(tokens[:n_win], minlength=vocab_size))
     _sort_groups(rest, group_end, None)
-    return _table_from_sorted(rest, group_end, None, n, vocab_size, int(tokens.size))
+    box = [rest]
+    del rest
+    return _table_from_sorted(box, group_end, None, n, vocab_size, int(tokens.size))
 
 
 def _sort_groups(rest: np.ndarray, group_end: np.ndarray, count: np.ndarray | None) -> None:
@@ -394,7 +403,9 @@ def _merge_by_first_token(parts: Sequence[NGramCounts], n: int, vocab_size: int,
     group_end = np.cumsum(np.bincount(first, minlength=vocab_size))
     del first
     _sort_groups(rest, group_end, count)
-    return _table_from_sorted(rest, group_end, count, n, vocab_size, n_tokens)
+    box = [rest]
+    del rest
+    return _table_from_sorted(box, group_end, count, n, vocab_size, n_tokens)
 
 
 def count_ngrams(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
