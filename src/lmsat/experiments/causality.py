@@ -19,8 +19,9 @@ rule of :mod:`lmsat.measure.onsets` (the one ``lmsat saturation`` uses):
   differences (``detrended``), each with its Fisher-z interval.
 
 Lead/lag: lag = loss_onset - collapse onset, in steps (> 0: the collapse precedes the rise), over the
-runs that have both; its mean with a percentile bootstrap interval over seeds, and the fraction of
-seeds in which the collapse precedes. Co-occurrence (2602.20433's table): runs counted by
+runs that have both; its mean with a percentile bootstrap interval over seeds, the fraction of
+seeds in which the collapse precedes, and how many of those collapses come before the loss minimum
+(an early-training transient rather than a collapse at the saturation point). Co-occurrence (2602.20433's table): runs counted by
 low rank (or collapse during training) x saturation. Everything is stored as one ``causality``
 record (key ``analysis``) that ``lmsat report`` renders; docs/causality.md explains how to read it.
 """
@@ -266,6 +267,8 @@ def lead_lag(rows: Sequence[dict[str, Any]], sign: str, t: Thresholds) -> dict[s
         "lag_mean": ci.estimate, "lag_low": ci.low, "lag_high": ci.high,
         "precedes": float(np.mean([x > 0 for x in lags])) if lags else math.nan,
         "ties": int(sum(x == 0 for x in lags)), "seeds": [r.get("seed") for r in both],
+        # a collapse while the loss still falls (before its best checkpoint) is an early-training transient
+        "before_best": int(sum(r[col] < r["best_step"] for r in both)),
     }
 
 
@@ -355,6 +358,12 @@ def verdict(summary: dict[str, Any], rank_lag: dict[str, Any], co: dict[str, dic
             f"{rank_lag['lag_mean']:.0f} steps, {100 * summary['level']:.0f}% interval [{lo:.0f}, {hi:.0f}], "
             f"preceding in {100 * rank_lag['precedes']:.0f}% of them. Preceding is necessary for a cause, not proof of one."
         )
+        if rank_lag["before_best"]:
+            out.append(
+                f"In {rank_lag['before_best']} of those {rank_lag['n_both']} runs the collapse happens while the loss is still falling "
+                "(before its best checkpoint): an early-training dip of the rank, not a collapse at the saturation point; "
+                "re-run with --from-step past it to look for a late collapse."
+            )
     c = co["low_rank"]
     if c["low_no_saturation"] and c["low_and_saturates"] + c["high_and_saturates"]:
         out.append(f"{c['low_no_saturation']} run(s) end with a low-rank head and no saturation: low rank is not sufficient for saturation here.")

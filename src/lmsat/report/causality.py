@@ -64,7 +64,8 @@ def lead_lag_frame(results: dict[str, Any]) -> pd.DataFrame:
         rows.append({"sign": names.get(ll["sign"], ll["sign"]), "runs": ll["n_runs"], "both": ll["n_both"],
                      "rise only": ll["n_rise_only"], "sign only": ll["n_sign_only"],
                      "lead (steps)": _ci(ll.get("lag_mean"), ll.get("lag_low"), ll.get("lag_high"), ".0f"),
-                     "precedes": "-" if p is None else f"{100 * p:.0f}%", "ties": ll["ties"]})
+                     "precedes": "-" if p is None else f"{100 * p:.0f}%", "ties": ll["ties"],
+                     "before best": ll.get("before_best", "-")})
     return pd.DataFrame(rows)
 
 
