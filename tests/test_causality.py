@@ -126,7 +126,7 @@ def test_detrending_removes_the_correlation_of_two_independent_trends():
 
 
 def _row(seed, sat, low, loss_onset=None, rank_onset=None, group="g"):
-    return {"group": group, "seed": seed, "saturates": sat, "low_rank": low, "collapses": rank_onset is not None,
+    return {"group": group, "seed": seed, "saturates": sat, "low_rank": low, "collapses": rank_onset is not None, "best_step": 2000,
             "loss_onset": loss_onset, "rank_onset": rank_onset, "entropy_onset": None, "anisotropy_onset": None}
 
 
@@ -144,6 +144,7 @@ def test_lead_lag_of_hand_made_onsets():
     lags = [2000.0, 500.0, -1000.0]
     assert ll["n_both"] == 3 and ll["n_rise_only"] == 1 and ll["n_sign_only"] == 1
     assert ll["lag_mean"] == pytest.approx(np.mean(lags)) and ll["precedes"] == pytest.approx(2 / 3)
+    assert ll["before_best"] == 2  # collapses at 1000 and 1500 come before the best step 2000; 2000 does not
     # percentile interval of 3 values lies within their range and brackets the mean
     assert -1000 <= ll["lag_low"] < ll["lag_mean"] < ll["lag_high"] <= 2000
 

@@ -268,7 +268,7 @@ def lead_lag(rows: Sequence[dict[str, Any]], sign: str, t: Thresholds) -> dict[s
         "precedes": float(np.mean([x > 0 for x in lags])) if lags else math.nan,
         "ties": int(sum(x == 0 for x in lags)), "seeds": [r.get("seed") for r in both],
         # a collapse while the loss still falls (before its best checkpoint) is an early-training transient
-        "before_best": int(sum(r[col] < r["best_step"] for r in both)),
+        "before_best": int(sum(r.get("best_step") is not None and r[col] < r["best_step"] for r in both)),
     }
 
 
