@@ -34,10 +34,10 @@ os.environ.setdefault("LMSAT_PROGRESS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["OMP_NUM_THREADS"] = "1"
 
-import sys  # noqa: E402
+import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sweep import write_suite  # noqa: E402
+from bench_sweep import write_suite
 
 # Pythia (arXiv 2304.01373, Table 1): hidden size, layers, heads, parameters
 PYTHIA = {

@@ -43,6 +43,9 @@ class Resources:
     memory_bytes: int | None = None
 
 
+ONE_CPU = Resources()
+
+
 @dataclass
 class Done(Generic[R]):
     """One finished unit: its position in the submitted list, and its value or why it never finished."""
@@ -62,7 +65,7 @@ class LocalExecutor:
         return value
 
     def map(
-        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0,
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = ONE_CPU, remote_outputs: int = 0,
         fresh_workers: bool = True,
     ) -> Iterator[Done[R]]:
         """Run ``fn(*a)`` for each ``a`` in order (``remote_outputs``: see :meth:`RayExecutor.map`)."""
@@ -139,7 +142,7 @@ class RayExecutor:
         return self.ray.put(value)
 
     def map(
-        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = Resources(), remote_outputs: int = 0,
+        self, fn: Callable[..., R], args: Sequence[tuple[Any, ...]], resources: Resources = ONE_CPU, remote_outputs: int = 0,
         fresh_workers: bool = True,
     ) -> Iterator[Done[R]]:
         """Submit every unit, then yield each as it finishes (any order; ``Done.index`` says which).

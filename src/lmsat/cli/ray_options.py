@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ UseRay = Annotated[
     ),
 ]
 RayAddress = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--ray-address",
         help="Ray cluster to join (host:6379, ray://host:10001, or auto); implies --ray. Default: $LMSAT_RAY_ADDRESS.",
@@ -27,7 +27,7 @@ RayAddress = Annotated[
     ),
 ]
 GpusPerTask = Annotated[
-    Optional[float],
+    float | None,
     typer.Option("--gpus-per-task", help="GPUs reserved per Ray task (default: 1 when the device is cuda, else 0).", show_default=False, rich_help_panel=PANEL),
 ]
 CpusPerTask = Annotated[float, typer.Option("--cpus-per-task", help="CPUs reserved per Ray task (Ray sets its OMP_NUM_THREADS to this).", rich_help_panel=PANEL)]

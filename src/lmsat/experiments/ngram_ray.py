@@ -33,8 +33,14 @@ from typing import Any
 import numpy as np
 
 from lmsat.errors import UserError
-from lmsat.executor import Executor, Resources
-from lmsat.measure.ngram import NGramCounts, _empty_counts, concat_disjoint, count_ngrams, merge_counts
+from lmsat.executor import ONE_CPU, Executor, Resources
+from lmsat.measure.ngram import (
+    NGramCounts,
+    _empty_counts,
+    concat_disjoint,
+    count_ngrams,
+    merge_counts,
+)
 from lmsat.progress import track
 
 DEFAULT_SHARD_CHARS = 64 << 20  # ~16M tokens of English BPE per map task
@@ -136,7 +142,7 @@ def count_distributed(
     executor: Executor,
     n_buckets: int | None = None,
     tokenizer: Any = None,
-    resources: Resources = Resources(),
+    resources: Resources = ONE_CPU,
 ) -> tuple[NGramCounts, int]:
     """(counts of the concatenated shards, documents): map per shard, boundary windows, reduce per bucket.
 
@@ -153,7 +159,7 @@ def count_distributed(
     if not args:
         return _empty_counts(n, vocab_size), 0
     results: list[Any] = [None] * len(args)
-    for done in track(executor.map(count_shard, args, resources, remote_outputs=n_b, fresh_workers=False), "counting n-grams (shards)", total=len(args)):
+    for done in track(executor.map(count_shard, args, resources, remote_outputs=n_b, fresh_workers=False), "counting n-grams (Ray)", total=len(args), unit="shards"):
         if done.error is not None:
             raise RuntimeError(f"n-gram shard {done.index} failed: {done.error}")
         results[done.index] = done.value
@@ -167,7 +173,7 @@ def count_distributed(
     edge_parts = split_by_first_token(edges, bounds)
     reduce_args = [tuple(r[b] for r in results) + (edge_parts[b],) for b in range(n_b)]
     buckets: list[NGramCounts | None] = [None] * n_b
-    for done in track(executor.map(reduce_bucket, reduce_args, resources, fresh_workers=False), "merging n-gram buckets", total=n_b):
+    for done in track(executor.map(reduce_bucket, reduce_args, resources, fresh_workers=False), "merging n-gram buckets (Ray)", total=n_b, unit="buckets"):
         if done.error is not None:
             raise RuntimeError(f"n-gram bucket {done.index} failed: {done.error}")
         buckets[done.index] = done.value
@@ -176,7 +182,7 @@ def count_distributed(
 
 def count_corpus_distributed(
     corpus: Any, tokenizer: Any, settings: Any, spill_dir: Any = None, *, executor: Executor, shard_chars: int = DEFAULT_SHARD_CHARS,
-    resources: Resources = Resources(),
+    resources: Resources = ONE_CPU,
 ) -> tuple[NGramCounts, int]:
     """The corpus's n-gram counts and documents, counted as tasks (the same table as ``count_corpus``).
 

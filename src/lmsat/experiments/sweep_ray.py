@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lmsat.errors import UserError
-from lmsat.executor import Executor, Resources
+from lmsat.executor import ONE_CPU, Executor, Resources
 from lmsat.experiments.sweep import (
     KIND,
     SweepPlan,
@@ -145,7 +145,7 @@ def run_sweep_distributed(
     output: str | Path,
     settings: SweepSettings,
     executor: Executor,
-    resources: Resources = Resources(),
+    resources: Resources = ONE_CPU,
     say: Callable[[str], None] | None = None,
     measure: Callable[[SweepUnit, TokenSample, SweepSettings], Unit] | None = None,
 ) -> SweepSummary:
@@ -185,7 +185,7 @@ def run_sweep_distributed(
             unit = SweepUnit(ckpt=ckpt, n_params=plan.n_params[m.model], device=plan.device, evict=evict and m.source == "hub")
             args.append((unit, shared[fp], settings))
 
-        for done in track(executor.map(measure, args, resources), "sweep", total=len(jobs)):
+        for done in track(executor.map(measure, args, resources), "sweep (Ray)", total=len(jobs), unit="checkpoints"):
             m, ckpt = jobs[done.index]
             if done.value is not None:
                 results, arrays = done.value
