@@ -50,7 +50,6 @@ from lmsat.training.model import (
     build_model,
     count_params,
     evaluate,
-    head_cost,
     make_optimizer,
 )
 
@@ -72,11 +71,8 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
     done = _prepare_folder(cfg, inputs, data, store, model_dir, force)
     if done is not None:
         return done
-    def build() -> Any:
-        return build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
-
-    resume = load_resume_point(model_dir, cfg.model_name, build=None if cfg.head == "softmax" else build)
-    model = resume.model if resume else build()
+    resume = load_resume_point(model_dir, cfg.model_name)
+    model = resume.model if resume else build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     if resume:
@@ -98,7 +94,7 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
         checkpoint(0)
     for step in track(range(start, cfg.steps), f"train {cfg.model_name}", total=cfg.steps - start):
         lr = lr_at(step, cfg)
-        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.order_seed)]).to(device)
+        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.seed)]).to(device)
         loss, grad_norm = train_step(model, optimizer, x, lr, cfg.grad_clip, device)
         running += loss.double()
         running_n += 1
@@ -112,7 +108,7 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
             checkpoint(step + 1)
     n_params, n_params_body = count_params(model)
     return store.put(KIND, cfg.model_name, _record_inputs(cfg, inputs, data, device),
-                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now(), head_cost(model)),
+                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now()),
                      schema_version=TrainRecord.VERSION)
 
 
@@ -185,8 +181,6 @@ def _write_train_config(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingDa
         "tokens_per_step": cfg.tokens_per_step,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
-        "head": cfg.head,
-        **head_cost(model),
         "hidden_size": cfg.hidden_size,
         "num_layers": cfg.layers,
         "num_heads": cfg.heads,
@@ -212,7 +206,7 @@ def _record_inputs(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, d
 
 
 def _record_results(
-    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float, head: dict[str, int] | None = None
+    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scalars and per-checkpoint arrays of a finished model, from its metrics.jsonl."""
     rows = read_metrics(model_dir)
@@ -228,8 +222,6 @@ def _record_results(
         "hidden_size": cfg.hidden_size,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
-        "head": cfg.head,
-        **(head or {}),
         "steps": cfg.steps,
         "tokens": cfg.steps * cfg.tokens_per_step,
         "checkpoints": [f"step{s}" for s in steps],
@@ -268,10 +260,8 @@ def train_family(
     config: TrainConfig = TrainConfig(),
     eval_data: str | Path | CorpusSpec | None = None,
     force: bool = False,
-    seeds: Sequence[int] | None = None,
 ) -> list[Record]:
-    """Train one model per hidden size in ``hidden_sizes`` and seed in ``seeds`` (default: ``config.seed``
-    alone); all other settings from ``config``. Seeds are the outer loop, so a stopped run has whole seeds.
+    """Train one model per hidden size in ``hidden_sizes`` (all other settings from ``config``).
 
     ``data``/``eval_data``: anything ``--data`` accepts (file, folder, glob, ``hf:NAME``) or a
     :class:`CorpusSpec`; ``tokenizer``: a Hugging Face tokenizer folder or id. Every input is
@@ -280,7 +270,7 @@ def train_family(
     """
     if not hidden_sizes:
         raise UserError("--hidden-sizes is empty; give at least one hidden size, e.g. 16,32,64,128.")
-    configs = [replace(config, hidden_size=int(d), seed=int(s)) for s in (seeds or [config.seed]) for d in hidden_sizes]
+    configs = [replace(config, hidden_size=int(d)) for d in hidden_sizes]
     for cfg in configs:
         cfg.validate()
     from lmsat.loading.models import resolve_device
