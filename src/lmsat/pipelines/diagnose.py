@@ -79,11 +79,11 @@ class Budget:
 
 # Costs measured with SmolLM2-135M (d = 576, V = 49,152) on the Brown corpus: docs/report.md.
 BUDGETS: dict[str, Budget] = {
-    "quick": Budget("quick", anisotropy_tokens=2048, seq_len=128, ngram_n=3, ngram_max_tokens=300_000, ngram_max_contexts=20_000,
-                    ngram_top_k=1024, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=40, probe_search_steps=0,
+    "quick": Budget("quick", anisotropy_tokens=2048, seq_len=128, ngram_n=3, ngram_max_tokens=300_000, ngram_max_contexts=4000,
+                    ngram_top_k=None, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=30, probe_search_steps=0,
                     probe_lr_grid=(3e-3,), probe_batch_tokens=256, probe_ranks=2, sweep_tokens=4096),
-    "standard": Budget("standard", anisotropy_tokens=8192, seq_len=256, ngram_n=5, ngram_max_tokens=None, ngram_max_contexts=200_000,
-                       ngram_top_k=2048, probe_train_tokens=32768, probe_eval_tokens=4096, probe_steps=200, probe_search_steps=10,
+    "standard": Budget("standard", anisotropy_tokens=8192, seq_len=256, ngram_n=5, ngram_max_tokens=None, ngram_max_contexts=16_000,
+                       ngram_top_k=None, probe_train_tokens=32768, probe_eval_tokens=4096, probe_steps=200, probe_search_steps=10,
                        probe_lr_grid=(1e-3, 3e-3, 1e-2), probe_batch_tokens=512, probe_ranks=3, sweep_tokens=16384),
     "study": Budget("study", anisotropy_tokens=50_000, seq_len=1024, ngram_n=5, ngram_max_tokens=None, ngram_max_contexts=None,
                     ngram_top_k=None, probe_train_tokens=1_000_000, probe_eval_tokens=50_000, probe_steps=2000, probe_search_steps=50,
@@ -377,10 +377,14 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
         nset = inp.get("settings", {})
         where = f"{n_tok:,} {corpus} tokens, n = {nset.get('n')}" if n_tok else corpus
         k = res.get("n_singular_values")
-        evidence[f"n-gram contexts kept ({where})"] = res.get("n_contexts")
+        kept, observed = res.get("n_contexts"), res.get("n_contexts_observed")
+        partial = kept is not None and observed is not None and kept < observed
+        if partial:
+            where += f", the {kept:,} most frequent of {observed:,} contexts"
         if dim05 is not None:
             evidence[f"data dimension at W-error 0.5 ({where})"] = dim05
-            data_says = dim05 > d
+            # From a subset of the contexts the dimension is only a lower bound: it can show d is exceeded, never that it is not.
+            data_says = True if dim05 > d else (None if partial else False)
         elif k is not None:
             evidence[f"data dimension at W-error 0.5 ({where})"] = f"> {k}"
             data_says = True if k >= d else None
@@ -391,14 +395,15 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
         w_at_d = (res.get("w_error_at") or {}).get(str(d))
         if w_at_d is not None:
             evidence[f"data W-error at d = {d} ({where})"] = w_at_d
+        if data_says is None and dim05 is not None:
+            reasons.append(f"the {corpus} n-gram matrix reaches W-error 0.5 at {dim05} dimensions, but only on a subset of its "
+                           "contexts, a lower bound that cannot rule the bottleneck out (a larger --budget keeps more contexts)")
         if data_says is not None:
             reasons.append(
                 f"the {corpus} n-gram matrix needs {'more' if data_says else 'no more'} than d = {d} dimensions to halve its "
                 f"best-approximation error (W-error 0.5 at {dim05 if dim05 is not None else '> %s' % k})")
         assumptions.append(
-            f"The n-gram dimension is measured on {where}"
-            + (f", the {nset.get('max_contexts'):,} most frequent contexts" if nset.get("max_contexts") else "")
-            + ": it underestimates the dimension of the model's pretraining corpus (more text has more contexts), "
+            f"The n-gram dimension is measured on {where}: it underestimates the dimension of the model's pretraining corpus (more text has more contexts), "
             "and n-gram probabilities are not logits (the softmax makes a low-rank logit matrix full-rank), so it is an upper bound on "
             "what a softmax head needs for these contexts and a lower bound for the pretraining data.")
     else:

@@ -277,7 +277,7 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
                 panels.append(panel)
     if not panels:
         return None
-    ncols = min(3, len(panels))
+    ncols = min(2, len(panels))  # two panels a row: three side by side shrank their text below readable size
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = new_figure(ncols=ncols, nrows=nrows, width=4.3, height=3.2)
     for ax, panel in zip(axes.flat, panels):

@@ -25,11 +25,13 @@ h3 { font-size: 17px; margin: 22px 0 6px; } h4 { font-size: 15px; margin: 14px 0
 .meta, .caption, .caveat { color: var(--muted); font-size: 13px; }
 nav { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; margin: 14px 0; font-size: 14px; }
 nav a { margin-right: 14px; color: #0b57d0; text-decoration: none; }
-table { border-collapse: collapse; font-size: 13px; margin: 6px 0 4px; }
-th, td { border-bottom: 1px solid var(--line); padding: 3px 9px; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0 4px; max-width: 100%; }
+th, td { border-bottom: 1px solid var(--line); padding: 3px 9px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th { min-width: 5em; } td.num { white-space: nowrap; }
+table.transposed tbody th { background: var(--panel); text-align: left; position: static; }
 th { background: var(--panel); font-weight: 600; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.scroll { max-height: 440px; overflow: auto; border: 1px solid var(--line); border-radius: 4px; display: inline-block; max-width: 100%; }
+.scroll { max-height: 440px; overflow: auto; border: 1px solid var(--line); border-radius: 4px; display: block; width: fit-content; max-width: 100%; }
 .card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; margin: 14px 0; }
 .finding { border-left: 4px solid var(--line); padding: 4px 12px; margin: 10px 0; }
 .finding.binding { border-color: var(--bad); } .finding.partly-binding { border-color: var(--mid); } .finding.not-binding { border-color: var(--ok); }
@@ -37,16 +39,32 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge.binding { background: var(--bad-bg); color: var(--bad); } .badge.partly-binding { background: var(--mid-bg); color: var(--mid); }
 .badge.not-binding { background: var(--ok-bg); color: var(--ok); }
 .evidence { display: flex; gap: 18px; flex-wrap: wrap; align-items: flex-start; }
-figure { margin: 10px 0 16px; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
-figure.plot img { max-width: min(100%, 720px); }
+figure { margin: 10px 0 16px; overflow-x: auto; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 .note { background: var(--panel); border-radius: 6px; padding: 8px 12px; font-size: 13px; }
 ul.caveats { margin: 4px 0; padding-left: 18px; }
 """
 
 
+# A figure is never shown below this fraction of its drawn size (10 pt text at 130 dpi stays >= 10 px,
+# 8 pt legends >= 8 px); on a narrower window its box scrolls sideways instead of shrinking the text.
+MIN_FIGURE_SCALE = 0.55
+# Tables with more columns than this and few rows are shown transposed (one row per column), so they fit the page.
+MAX_COLUMNS = 8
+
+
+def png_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None for anything else."""
+    if raw[:8] != b"\x89PNG\r\n\x1a\n" or raw[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+
+
 def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+    raw = Path(path).read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    size = png_size(raw)
+    dims = (f' width="{size[0]}" height="{size[1]}" style="min-width:{round(size[0] * MIN_FIGURE_SCALE)}px"' if size else "")
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}"{dims}>'
 
 
 def _is_num(v: Any) -> bool:
@@ -55,8 +73,30 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, numbers.Number) and not isinstance(v, bool)
 
 
+def _cell_html(v: Any) -> str:
+    v = None if (isinstance(v, float) and v != v) else v
+    cls = ' class="num"' if _is_num(v) else ""
+    data = f' data-value="{escape(repr(float(v)))}"' if _is_num(v) else ""
+    return f"<td{cls}{data}>{escape(fmt_cell(v))}</td>"
+
+
+def transposed_html(table: Table) -> str:
+    """A wide, short table turned on its side: one row per column, one column per record (labelled by the first column)."""
+    frame: pd.DataFrame = table.frame
+    label = frame.columns[0]
+    head = f"<th>{escape(str(label))}</th>" + "".join(f"<th>{escape(fmt_cell(v))}</th>" for v in frame[label])
+    rows = []
+    for col in frame.columns[1:]:
+        rows.append(f'<tr><th scope="row">{escape(str(col))}</th>' + "".join(_cell_html(v) for v in frame[col]) + "</tr>")
+    caption = f'<p class="caption">{escape(table.caption)}</p>' if table.caption else ""
+    return (f'<h4>{escape(table.title)}</h4><div class="scroll"><table class="data transposed" id="tbl-{slugify(table.id)}" '
+            f'data-table="{escape(table.id)}" data-transposed="1"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{caption}')
+
+
 def table_html(table: Table) -> str:
     frame: pd.DataFrame = table.frame
+    if len(frame.columns) > MAX_COLUMNS and 0 < len(frame) <= MAX_COLUMNS:
+        return transposed_html(table)
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False):
