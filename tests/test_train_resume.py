@@ -167,3 +167,52 @@ def test_a_mixture_of_softmaxes_head_trains_records_its_cost_and_resumes_exactly
         torch.set_num_threads(threads)
     for key, value in _weights(tmp_path / "out" / name / "step12").items():
         np.testing.assert_array_equal(value, final[key], err_msg=key)
+
+
+def test_a_frozen_random_head_keeps_its_flat_spectrum(tmp_path: Path, cli) -> None:
+    """--head-init random --freeze-head (an intervention for issue 17): the head never moves and has rank d."""
+    import torch
+
+    lang = tmp_path / "lang"
+    write_language(LanguageSpec(vocab=16, contexts=16, rank=4), lang, n_tokens=10_000, heldout_tokens=1024)
+    args = ["train", "--data", lang / "corpus", "--tokenizer", lang / "tokenizer", "-o", tmp_path / "out", "--hidden-sizes", 8,
+            "--layers", 1, "--heads", 2, "--seq-len", 16, "--batch-size", 4, "--steps", 6, "--warmup", 1,
+            "--checkpoint-every", 6, "--eval-tokens", 256, "--device", "cpu", "--head-init", "random", "--freeze-head"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli(*args).code == 0
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path / "out" / "gpt-neox-d8-l1-random-head-frozen-head"
+    first, last = _weights(folder / "step0"), _weights(folder / "step6")
+    np.testing.assert_array_equal(first["embed_out.weight"], last["embed_out.weight"])
+    assert not np.array_equal(first["gpt_neox.embed_in.weight"], last["gpt_neox.embed_in.weight"])  # the rest trains
+    s = np.linalg.svd(last["embed_out.weight"].astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(s, s[0], rtol=1e-5)
+    assert np.sqrt((s**2).sum()) == pytest.approx(0.02 * np.sqrt(17 * 8), rel=1e-5)
+
+
+def test_spectral_penalty_is_one_minus_the_normalised_singular_entropy() -> None:
+    import torch
+
+    from lmsat.training.model import spectral_penalty
+
+    class Model(torch.nn.Module):
+        def __init__(self, w: np.ndarray) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.from_numpy(w))
+
+        def get_output_embeddings(self) -> torch.nn.Module:
+            return self.head
+
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((30, 4)))
+    v, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    s = np.array([3.0, 2.0, 1.0, 0.5])
+    q = s**2 / (s**2).sum()
+    expected = 1 - (-(q * np.log(q)).sum()) / np.log(4)
+    assert float(spectral_penalty(Model((u * s) @ v.T)).detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(spectral_penalty(Model(u @ v.T)).detach()) == pytest.approx(0.0, abs=1e-6)

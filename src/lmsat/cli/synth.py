@@ -101,6 +101,9 @@ def train(
     eval_tokens: Annotated[int, typer.Option(help="Held-out tokens evaluated at each checkpoint.")] = 16384,
     max_tokens: Annotated[Optional[int], typer.Option(help="Read only the first N tokens of --data (default: all of it, held in memory).")] = None,
     log_every: Annotated[int, typer.Option(help="Log the mean training loss every N steps.")] = 10,
+    head_init: Annotated[str, typer.Option("--head-init", help="default (the architecture's initialisation) or random: the softmax head starts as a random full-rank matrix with equal singular values (same Frobenius norm).")] = "default",
+    freeze_head: Annotated[bool, typer.Option("--freeze-head", help="Keep the LM head fixed at its initial weights (with --head-init random: a frozen random full-rank head).")] = False,
+    head_spectral_reg: Annotated[float, typer.Option("--head-spectral-reg", help="lambda >= 0: minimise loss + lambda * (1 - H(s^2/sum s^2) / ln min(V, d)) over the head's singular values s, keeping its effective rank up.")] = 0.0,
     head: Annotated[str, typer.Option("--head", help="LM head: softmax (a linear map, the default), mos:K (mixture of K softmaxes, Yang et al. 2018), sigsoftmax (Kanai et al. 2018) or mlp (non-linear projection before the softmax). Models other than softmax are named ...-<head> (e.g. -mos4); their checkpoints keep the head's own parameters, which lmsat train resumes from.")] = "softmax",
     device: Device = "auto",
     text_field: TextField = "text",
@@ -139,7 +142,8 @@ def train(
     config = TrainConfig(
         hidden_size=sizes[0], layers=layers, heads=heads, arch=arch, seq_len=seq_len, steps=steps, batch_size=batch_size,
         lr=lr, min_lr_ratio=min_lr_ratio, warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
-        data_seed=data_seed, weight_seed=weight_seed, checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, max_tokens=max_tokens, log_every=log_every, head=head, device=device,
+        data_seed=data_seed, weight_seed=weight_seed, checkpoint_every=checkpoint_every, eval_tokens=eval_tokens, max_tokens=max_tokens, log_every=log_every, head=head, head_init=head_init, freeze_head=freeze_head,
+        head_spectral_reg=head_spectral_reg, device=device,
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None

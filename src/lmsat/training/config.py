@@ -14,6 +14,8 @@ ARCHS: tuple[str, ...] = ("gpt-neox", "llama")
 TRAIN_CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
 STATE_FILE = "training_state.pt"
+#: --head-init: "default" (the architecture's own initialisation) or "random" (a random head with a flat spectrum).
+HEAD_INITS: tuple[str, ...] = ("default", "random")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class TrainConfig:
     max_tokens: int | None = None
     log_every: int = 10
     head: str = "softmax"
+    head_init: str = "default"
+    freeze_head: bool = False
+    head_spectral_reg: float = 0.0
     device: str = "auto"
 
     @property
@@ -52,6 +57,9 @@ class TrainConfig:
         tail += f"-data-seed{self.data_seed}" if self.data_seed is not None else ""
         if self.head != "softmax":  # e.g. gpt-neox-d8-l2-mos4 (lmsat.nn.beyond)
             tail += "-" + self.head.replace(":", "")
+        tail += "-random-head" if self.head_init == "random" else ""
+        tail += "-frozen-head" if self.freeze_head else ""
+        tail += f"-specreg{self.head_spectral_reg:g}" if self.head_spectral_reg else ""
         return f"{self.arch}-d{self.hidden_size}-l{self.layers}{tail}"
 
     @property
@@ -79,6 +87,14 @@ class TrainConfig:
         from lmsat.nn.beyond import HeadSpec
 
         HeadSpec.parse(self.head, "--head")
+        if self.head_init not in HEAD_INITS:
+            raise UserError(f"--head-init must be one of {', '.join(HEAD_INITS)} (got '{self.head_init}').")
+        if self.head_init == "random" and self.head != "softmax":
+            raise UserError("--head-init random applies to --head softmax (one V x d matrix); drop one of the two.")
+        if not (self.head_spectral_reg >= 0 and math.isfinite(self.head_spectral_reg)):
+            raise UserError(f"--head-spectral-reg must be a number >= 0 (got {self.head_spectral_reg}).")
+        if self.freeze_head and self.head_spectral_reg:
+            raise UserError("--head-spectral-reg acts on the head's weights, which --freeze-head keeps fixed; use one of the two.")
         if self.arch not in ARCHS:
             raise UserError(f"--arch must be one of {', '.join(ARCHS)} (got '{self.arch}').")
         positive = {"--hidden-sizes": self.hidden_size, "--layers": self.layers, "--heads": self.heads, "--steps": self.steps,

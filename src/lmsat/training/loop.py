@@ -50,7 +50,10 @@ from lmsat.training.model import (
     build_model,
     count_params,
     evaluate,
+    freeze_head,
+    head_cost,
     make_optimizer,
+    spectral_penalty,
 )
 
 
@@ -71,8 +74,12 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
     done = _prepare_folder(cfg, inputs, data, store, model_dir, force)
     if done is not None:
         return done
-    resume = load_resume_point(model_dir, cfg.model_name)
-    model = resume.model if resume else build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
+    def build() -> Any:
+        return build_model(cfg, inputs.tokenizer.vocab_size, inputs.tokenizer.eos_id)
+
+    resume = load_resume_point(model_dir, cfg.model_name, build=None if cfg.head == "softmax" else build)
+    model = resume.model if resume else build()
+    freeze_head(model, cfg.freeze_head)  # requires_grad is not saved in a checkpoint
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
     if resume:
@@ -94,8 +101,8 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
         checkpoint(0)
     for step in track(range(start, cfg.steps), f"train {cfg.model_name}", total=cfg.steps - start):
         lr = lr_at(step, cfg)
-        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.seed)]).to(device)
-        loss, grad_norm = train_step(model, optimizer, x, lr, cfg.grad_clip, device)
+        x = torch.from_numpy(data.train[batch_indices(step, cfg.batch_size, len(data.train), cfg.order_seed)]).to(device)
+        loss, grad_norm = train_step(model, optimizer, x, lr, cfg.grad_clip, device, cfg.head_spectral_reg)
         running += loss.double()
         running_n += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -108,15 +115,17 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
             checkpoint(step + 1)
     n_params, n_params_body = count_params(model)
     return store.put(KIND, cfg.model_name, _record_inputs(cfg, inputs, data, device),
-                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now()),
+                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now(), head_cost(model)),
                      schema_version=TrainRecord.VERSION)
 
 
-def train_step(model: Any, optimizer: Any, x: Any, lr: float, grad_clip: float, device: str) -> tuple[Any, Any]:
+def train_step(model: Any, optimizer: Any, x: Any, lr: float, grad_clip: float, device: str, spectral_reg: float = 0.0) -> tuple[Any, Any]:
     """One AdamW update on the batch ``x`` (batch, L + 1) at learning rate ``lr``: (loss, gradient norm) as tensors.
 
     loss = mean over the batch's targets of -ln q(x[:, t+1] | x[:, :t+1]) (nats/token); the
-    gradient's global L2 norm is clipped to ``grad_clip`` before the update.
+    gradient's global L2 norm is clipped to ``grad_clip`` before the update. With
+    ``spectral_reg`` = lambda > 0 the minimised objective is loss + lambda * :func:`spectral_penalty`
+    (the returned loss stays the cross-entropy alone).
     """
     import torch
     import torch.nn.functional as F
@@ -126,9 +135,10 @@ def train_step(model: Any, optimizer: Any, x: Any, lr: float, grad_clip: float, 
     with _autocast(device):
         logits = model(input_ids=x[:, :-1]).logits
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+    objective = loss + spectral_reg * spectral_penalty(model) if spectral_reg else loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), grad_clip)
+    objective.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
     return loss.detach(), grad_norm
 
@@ -181,6 +191,8 @@ def _write_train_config(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingDa
         "tokens_per_step": cfg.tokens_per_step,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
+        "head": cfg.head,
+        **head_cost(model),
         "hidden_size": cfg.hidden_size,
         "num_layers": cfg.layers,
         "num_heads": cfg.heads,
@@ -206,7 +218,7 @@ def _record_inputs(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, d
 
 
 def _record_results(
-    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float
+    cfg: TrainConfig, model_dir: Path, n_params: int, n_params_body: int, wall: float, head: dict[str, int] | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scalars and per-checkpoint arrays of a finished model, from its metrics.jsonl."""
     rows = read_metrics(model_dir)
@@ -222,6 +234,8 @@ def _record_results(
         "hidden_size": cfg.hidden_size,
         "n_params": n_params,
         "n_params_non_embedding": n_params_body,
+        "head": cfg.head,
+        **(head or {}),
         "steps": cfg.steps,
         "tokens": cfg.steps * cfg.tokens_per_step,
         "checkpoints": [f"step{s}" for s in steps],
@@ -260,8 +274,10 @@ def train_family(
     config: TrainConfig = TrainConfig(),
     eval_data: str | Path | CorpusSpec | None = None,
     force: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Record]:
-    """Train one model per hidden size in ``hidden_sizes`` (all other settings from ``config``).
+    """Train one model per hidden size in ``hidden_sizes`` and seed in ``seeds`` (default: ``config.seed``
+    alone); all other settings from ``config``. Seeds are the outer loop, so a stopped run has whole seeds.
 
     ``data``/``eval_data``: anything ``--data`` accepts (file, folder, glob, ``hf:NAME``) or a
     :class:`CorpusSpec`; ``tokenizer``: a Hugging Face tokenizer folder or id. Every input is
@@ -270,7 +286,7 @@ def train_family(
     """
     if not hidden_sizes:
         raise UserError("--hidden-sizes is empty; give at least one hidden size, e.g. 16,32,64,128.")
-    configs = [replace(config, hidden_size=int(d)) for d in hidden_sizes]
+    configs = [replace(config, hidden_size=int(d), seed=int(s)) for s in (seeds or [config.seed]) for d in hidden_sizes]
     for cfg in configs:
         cfg.validate()
     from lmsat.loading.models import resolve_device

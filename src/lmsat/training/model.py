@@ -53,7 +53,47 @@ def build_model(cfg: TrainConfig, vocab_size: int, eos_id: int | None) -> Any:
 
         # the head's input is the final norm's output (rms ~1); rank d: only the head function differs
         model.set_output_embeddings(build_head(HeadSpec.parse(cfg.head), vocab_size, cfg.hidden_size, None, 1.0, seed=cfg.init_seed))
+    if cfg.head_init == "random":
+        flat_spectrum_head(model, cfg.init_seed)
+    freeze_head(model, cfg.freeze_head)
     return model
+
+
+def flat_spectrum_head(model: Any, seed: int) -> None:
+    """Replace the LM head's weight (V, d) by a random matrix of full rank d with equal singular values.
+
+    W = sigma U V^T from the SVD of a seeded Gaussian (V, d) matrix, sigma = 0.02 sqrt(V d / min(V, d)):
+    the same |W|_F as the usual N(0, 0.02^2) initialisation, its energy spread evenly over all d directions
+    (singular entropy ln min(V, d), effective rank min(V, d)). An intervention on the head's spectrum (issue 17).
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    V, d = head.weight.shape
+    gen = torch.Generator().manual_seed(int(seed) + 17)
+    u, _, vh = torch.linalg.svd(torch.randn(V, d, generator=gen, dtype=torch.float64), full_matrices=False)
+    q = u @ vh  # (V, d), all min(V, d) singular values 1
+    with torch.no_grad():
+        head.weight.copy_((q * 0.02 * (V * d / min(V, d)) ** 0.5).to(head.weight.dtype))
+
+
+def freeze_head(model: Any, frozen: bool) -> None:
+    """``frozen``: the LM head's parameters get no gradient and are left out of the optimizer (--freeze-head)."""
+    for p in model.get_output_embeddings().parameters():
+        p.requires_grad_(not frozen)
+
+
+def spectral_penalty(model: Any) -> Any:
+    """1 - H(q) / ln k of the LM head's matrix, q_i = s_i^2 / sum_j s_j^2 over its k = min(V, d) singular
+    values: 0 for a flat spectrum (effective rank k), up to 1 for rank one. Differentiable (torch.linalg.svdvals)."""
+    import math
+
+    import torch
+
+    s = torch.linalg.svdvals(head_matrix(model).float())
+    q = s.square() / s.square().sum()
+    entropy = -(q * torch.log(q.clamp_min(1e-30))).sum()
+    return 1.0 - entropy / math.log(len(s))
 
 
 def head_cost(model: Any) -> dict[str, int]:
@@ -85,8 +125,9 @@ def make_optimizer(model: Any, cfg: TrainConfig) -> Any:
     """AdamW, betas (0.9, 0.95); weight decay on parameters with >= 2 dimensions only."""
     import torch
 
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # a frozen head (--freeze-head) is left out
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
