@@ -310,6 +310,7 @@ def test_sweep_of_a_folder_without_checkpoints_and_analysis_of_an_empty_run_exit
     single = tiny_suite / "tiny-a" / "step0"
     res = cli(*sweep_args(single, tmp_path / "run", brown_dir))
     assert res.code == 2 and "single model folder" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    (tmp_path / "nothing").mkdir()  # an empty run directory (a missing one is its own error)
     for cmd in ("saturation", "scaling-fit"):
         res = cli(cmd, tmp_path / "nothing")
         assert res.code == 2 and "holds no sweep records" in res.stderr
