@@ -175,3 +175,20 @@ def test_polypythias_suite_expands_to_seeded_hub_names_with_their_seed():
             expand_sweep(revisions="final", **bad)
     with pytest.raises(UserError):
         parse_seeds("3-1")
+
+
+def test_group_labels_name_only_the_settings_that_split_the_runs():
+    from lmsat.experiments.causality import Run, _label_train_groups
+
+    def run(model, **settings):
+        z = np.zeros(2)
+        return Run("d", model, model, 0, 8, "train", z.astype(int), z, z, z, z, settings)
+
+    runs = [run("m-d8-l2", batch_size=16, steps=768, weight_decay=0.01),  # an older record: no "head" setting
+            run("m-d8-l2-seed1", batch_size=16, steps=768, weight_decay=0.01, head="softmax"),
+            run("m-d8-l2", batch_size=128, steps=96, weight_decay=0.01, head="softmax"),
+            run("m-d8-l2-seed1-mos4", batch_size=128, steps=96, weight_decay=0.01, head="mos:4")]
+    _label_train_groups(runs)
+    # steps follow from the batch size (same token budget) and the missing head is the default softmax
+    assert [r.group for r in runs] == ["m-d8-l2 head=softmax batch=16", "m-d8-l2 head=softmax batch=16",
+                                       "m-d8-l2 head=softmax batch=128", "m-d8-l2-mos4 head=mos:4 batch=128"]

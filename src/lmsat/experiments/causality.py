@@ -199,12 +199,36 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     return runs
 
 
+#: Settings named first in a group label (the grid's axes); any other differing setting follows.
+_LABEL_ORDER = ("data", "head", "batch_size", "weight_decay", "lr", "layers", "arch", "seq_len", "steps")
+
+
 def _label_train_groups(runs: list[Run]) -> None:
-    keys = sorted({k for r in runs for k in r.settings} - set(SEED_SETTINGS) - {"hidden_size", "tokens_per_step"})
-    varying = [k for k in keys if len({repr(r.settings.get(k)) for r in runs}) > 1]
+    """Group label = model name without its seeds + the settings that split the runs (seeds excepted).
+
+    A setting missing from an older record counts as its default (``TrainConfig``), and a setting
+    that only follows from others already named (e.g. the steps of a fixed token budget, which
+    follow from the batch size) is left out of the label.
+    """
+    from lmsat.training.config import TrainConfig
+
+    defaults = TrainConfig().settings()
     for r in runs:
-        parts = [f"{_short(k)}={r.settings.get(k)}" for k in varying]
-        r.group = _TRAIN_SEEDS.sub("", r.model) + (" " + " ".join(parts) if parts else "")
+        for k, v in defaults.items():
+            r.settings.setdefault(k, v)
+    keys = sorted({k for r in runs for k in r.settings} - set(SEED_SETTINGS) - {"hidden_size", "tokens_per_step"},
+                  key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
+    chosen: list[str] = []
+
+    def parts(r: Run, ks: list[str]) -> tuple[str, ...]:
+        return tuple(repr(r.settings.get(k)) for k in ks)
+
+    for k in keys:
+        if len({parts(r, chosen + [k]) for r in runs}) > len({parts(r, chosen) for r in runs}):
+            chosen.append(k)
+    for r in runs:
+        label = [f"{_short(k)}={r.settings.get(k)}" for k in chosen]
+        r.group = _TRAIN_SEEDS.sub("", r.model) + (" " + " ".join(label) if label else "")
 
 
 _SHORT = {"batch_size": "batch", "weight_decay": "wd", "learning_rate": "lr", "data": "data"}
