@@ -17,10 +17,16 @@ tokens per 64-bit word as fit; when V^(n-1) overflows 64 bits, the packed prefix
 is replaced by its rank among the distinct prefixes, which keeps the
 lexicographic order exactly: no hashing, no collisions); sorting the keys
 (``np.argsort`` of the contexts, then ``np.sort`` of (context rank, next token))
-groups equal n-grams, and the group sizes are the counts. Streams larger than
+groups equal n-grams, and the group sizes are the counts. When the last n-1 ids of a window fit one uint64
+at ceil(log2 V) bits each (5-grams with V <= 65,536), a faster route groups the
+windows by first token with a stable radix sort and ``np.sort``s the packed
+rest within each group (:func:`_count_by_first_token`). Streams larger than
 memory are counted in shards (with n-1 tokens of overlap so no window is lost
-or counted twice) and the shard tables are merged, in memory or spilled to disk
-in buckets of contexts.
+or counted twice) and the shard tables, each sorted, are merged as sorted runs
+with exact int64 counts (:func:`merge_counts`), in memory or spilled to disk in
+buckets of contexts. Every table is sorted lexicographically by (context, next
+token), so the contexts whose first token lies in a range are one slice: shards
+can be counted apart (e.g. as Ray tasks) and merged by partitioning on context.
 """
 
 from __future__ import annotations
@@ -427,7 +433,7 @@ def count_ngrams(tokens: np.ndarray, n: int, vocab_size: int) -> NGramCounts:
 
 
 def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
-    """Sum of several count tables (same n and V): N(c, w) = sum over parts."""
+    """Sum of several count tables (same n and V): N(c, w) = sum over parts (sorted runs, int64 counts)."""
     if not parts:
         raise ValueError("merge_counts needs at least one table")
     n, vocab_size = parts[0].n, parts[0].vocab_size
