@@ -423,6 +423,7 @@ def sweep_inputs(ckpt: Checkpoint, settings: SweepSettings, device: str, sample:
         "model": ckpt.model,
         "revision": ckpt.revision,
         "step": ckpt.step,
+        "model_seed": ckpt.seed,
         "source": ckpt.source,
         "path": ckpt.path,
         "dtype": settings.dtype,
