@@ -25,7 +25,7 @@ import pytest
 
 from conftest import files_under
 from contract import assert_user_error
-from lmsat.store import slugify
+from lmsat.store import record_name
 
 SEQ_LEN = 32
 TOKENS = 1024
@@ -156,7 +156,7 @@ def test_sweep_of_local_suite_stores_independently_checked_measurements(cli, tin
         ref = independent_measures(Path(r["inputs"]["path"]), ids)
         assert r["results"]["cross_entropy"] == pytest.approx(ref["loss"], rel=1e-5)
         assert r["results"]["last_layer_anisotropy"] == pytest.approx(ref["anisotropy"], abs=1e-5)
-        s = np.load(out / "sweep" / f"{slugify(key)}.npz")["singular_values"]
+        s = np.load(out / "sweep" / f"{record_name(key)}.npz")["singular_values"]
         np.testing.assert_allclose(s, ref["s"], rtol=1e-6)
         assert r["results"]["singular_entropy"] == pytest.approx(ref["kl"], abs=1e-9)
         assert r["results"]["hidden_size"] == len(ref["s"])
@@ -199,8 +199,8 @@ def assert_same_records(a: Path, b: Path) -> None:
                 assert xa[name] == pytest.approx(xb[name], rel=1e-5, abs=1e-7), (key, name)
             else:
                 assert xa[name] == xb[name], (key, name)
-        na = np.load(a / "sweep" / f"{slugify(key)}.npz")["singular_values"]
-        nb = np.load(b / "sweep" / f"{slugify(key)}.npz")["singular_values"]
+        na = np.load(a / "sweep" / f"{record_name(key)}.npz")["singular_values"]
+        nb = np.load(b / "sweep" / f"{record_name(key)}.npz")["singular_values"]
         np.testing.assert_allclose(na, nb, rtol=1e-6)
 
 
@@ -253,7 +253,7 @@ def test_corrupt_nan_and_copied_checkpoints_are_recorded_and_the_sweep_completes
     assert {k for k, s in status.items() if s == "failed"} == {f"{base}/tiny-b@checkpoint-6", f"{base}/tiny-a@step9"}
     assert "deserializing header" in recs[f"{base}/tiny-b@checkpoint-6"]["results"]["error"]
     assert "not finite" in recs[f"{base}/tiny-a@step9"]["results"]["error"]
-    assert not (out / "sweep" / f"{slugify(base + '/tiny-a@step9')}.npz").exists()
+    assert not (out / "sweep" / f"{record_name(base + '/tiny-a@step9')}.npz").exists()
     dup = {k: r["results"]["duplicate_of"] for k, r in recs.items() if r["results"]["duplicate_of"]}
     assert dup == {f"{base}/tiny-a@step18": f"{base}/tiny-a@step15"}
     assert recs[f"{base}/tiny-a@step18"]["results"]["weights_hash"] == recs[f"{base}/tiny-a@step15"]["results"]["weights_hash"]

@@ -128,15 +128,23 @@ def test_ngram_svd_of_a_low_rank_probs_corpus_recovers_its_rank(tmp_path: Path, 
     assert _w_error(q_hat, 4) > 0.2
 
 
+def _language_json(run: Path) -> Path:
+    """The stored 'synth' record file of the language (its name is derived from the key by the store)."""
+    from lmsat.store import Store
+    from lmsat.synth.truth import KEY, KIND
+
+    return Store(run).record_path(KIND, KEY)
+
+
 def test_rerun_is_skipped_and_a_different_language_is_refused(small_language: Path, cli) -> None:
-    before = (small_language / "synth" / "language.json").read_text()
+    before = _language_json(small_language).read_text()
     again = cli("synth", "-o", small_language, *SMALL)
     assert again.code == 0
-    assert (small_language / "synth" / "language.json").read_text() == before
+    assert _language_json(small_language).read_text() == before
     other = cli("synth", "-o", small_language, *SMALL[:-2], "--doc-tokens", 16)
     assert other.code == 2 and "already holds a different synthetic language" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
-    assert json.loads((small_language / "synth" / "language.json").read_text())["inputs"]["doc_tokens"] == 32
+    assert json.loads(_language_json(small_language).read_text())["inputs"]["doc_tokens"] == 32
 
 
 @pytest.mark.parametrize(
@@ -164,7 +172,7 @@ def test_an_interrupted_synth_is_redone_on_the_next_run(tmp_path: Path, cli) -> 
     args = ["--vocab", 8, "--contexts", 8, "--rank", 2, "-n", 2000, "--heldout-tokens", 256]
     assert cli("synth", "-o", out, *args).code == 0
     good = (out / "corpus" / "part-00000.txt").read_text()
-    (out / "synth" / "language.json").unlink()  # as if killed before the record was written
+    _language_json(out).unlink()  # as if killed before the record was written
     (out / ".synth-incomplete").write_text("")
     (out / "corpus" / "part-00000.txt").write_text("w0 w0\n")  # a torn file
     (out / ".synth-staging-12345").mkdir()

@@ -207,8 +207,11 @@ class Store:
     def kind_dir(self, kind: str) -> Path:
         return self.root / kind
 
-    def _json_path(self, kind: str, key: str) -> Path:
+    def record_path(self, kind: str, key: str) -> Path:
+        """Where the record of exactly ``key`` is (or would be) written: ``<kind>/<record_name(key)>.json``."""
         return self.kind_dir(kind) / f"{record_name(key)}.json"
+
+    _json_path = record_path
 
     def _legacy_path(self, kind: str, key: str) -> Path:
         """Where lmsat 0.1 wrote the record (slug only); read only when it holds exactly ``key``."""
