@@ -63,6 +63,7 @@ def find_or_build_lmplz(work: Path) -> tuple[Path | None, str]:
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation", "kenlm", "-d", str(work)],
             capture_output=True,
             text=True,
+            check=False,
         )
         sdists = sorted(work.glob("kenlm-*.tar.gz"))
         if not sdists:
@@ -73,7 +74,7 @@ def find_or_build_lmplz(work: Path) -> tuple[Path | None, str]:
     build = work / "build"
     build.mkdir(exist_ok=True)
     for cmd in (["cmake", str(src), "-DCMAKE_BUILD_TYPE=Release"], ["make", f"-j{os.cpu_count() or 1}", "lmplz"]):
-        res = subprocess.run(cmd, cwd=build, capture_output=True, text=True)
+        res = subprocess.run(cmd, cwd=build, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
             return None, f"building lmplz failed at '{' '.join(cmd[:2])}': {' | '.join(tail)} (Debian: apt-get install libboost-all-dev zlib1g-dev)"
@@ -142,7 +143,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.proce
 
 def run_lmsat(ids_path: Path, shard_tokens: int, vocab: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", LMSAT_CHILD, str(ids_path), str(shard_tokens), str(vocab)], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", LMSAT_CHILD, str(ids_path), str(shard_tokens), str(vocab)], capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])

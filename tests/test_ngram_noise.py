@@ -10,7 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmsat.measure.ngram import NGramCounts, next_token_matrix, noise_floor_dimension, sampling_noise
+from lmsat.measure.ngram import (
+    NGramCounts,
+    next_token_matrix,
+    noise_floor_dimension,
+    sampling_noise,
+)
 from lmsat.measure.spectrum import w_error_curve
 
 C, V, R = 3000, 40, 5

@@ -40,7 +40,11 @@ def test_complete_spectrum_gives_exact_dimensions() -> None:
 
 
 def test_float32_dense_block_within_its_stated_bound() -> None:
-    from lmsat.measure.sparse_spectrum import _dense_block, float32_eigenvalue_bound, gram_dense
+    from lmsat.measure.sparse_spectrum import (
+        _dense_block,
+        float32_eigenvalue_bound,
+        gram_dense,
+    )
 
     rng = np.random.default_rng(4)
     dense = rng.random((600, 250)) * (rng.random((600, 250)) < 0.1)
