@@ -126,7 +126,7 @@ def plot_true_spectra(languages: dict[str, Record], path: str | Path) -> Path:
         for label, rec in languages.items():
             s = rec.load_arrays()[name]
             s = s / s[0]
-            ax.plot(np.arange(1, len(s) + 1), np.maximum(s, 1e-17), label=f"{label} (R={rec.results['rank']})")
+            ax.plot(np.arange(1, len(s) + 1), np.maximum(s, 1e-17), label=label if f"R={rec.results['rank']}" in label else f"{label} (R={rec.results['rank']})")
         ranks = {rec.results["rank"] for rec in languages.values()}
         for r in ranks:
             ax.axvline(r, color="k", ls="--", lw=0.8)

@@ -142,14 +142,17 @@ def _plot_lines(path: Path, title: str, xlabel: str, ylabel: str, series: list[t
     ax = axes[0, 0]
     for label, x, y in series:
         ax.plot(x, y, marker="o" if len(x) <= 40 else None, ms=3, label=label)
-    for x, label in vlines:
+    for i, (x, label) in enumerate(vlines):  # labels of neighbouring lines step down so they never overlap
         ax.axvline(x, ls="--", lw=1, color="0.35")
-        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8, color="0.25")
-    for y, label in hlines:
+        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12 - 11 * (i % 3)), textcoords="offset points", fontsize=8, color="0.25")
+    for i, (y, label) in enumerate(sorted(hlines)):  # ... and neighbouring horizontal ones alternate below/above
         ax.axhline(y, ls=":", lw=1, color="0.35")
-        ax.annotate(label, (0, y), xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points", fontsize=8, color="0.25")
+        ax.annotate(label, (0, y), xycoords=("axes fraction", "data"), xytext=(4, 3 if i % 2 else -11), textcoords="offset points", fontsize=8, color="0.25")
     if logx:
         ax.set_xscale("symlog" if any(np.nanmin(x) <= 0 for _, x, _ in series if len(x)) else "log")
+        from matplotlib.ticker import NullFormatter
+
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels ("3x10^0 4x10^0") ran into each other
     if ylim:
         ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
@@ -249,6 +252,7 @@ def evidence_figure(diag: dg.ModelDiagnosis, by_key: dict[tuple[str, str], Recor
                 ax.plot(s["step"][ok], s["loss"][ok], marker="o", ms=3, color="C0", label="loss")
                 ax.set(xlabel="training step", ylabel="loss (nats/token)", title="Saturation, collapse, anisotropy")
                 ax2 = ax.twinx()
+                ax2.set_ylabel("singular entropy (nats), anisotropy")
                 for col, c in (("singular_entropy", "C1"), ("last_layer_anisotropy", "C2")):
                     okc = np.isfinite(s[col])
                     if okc.any():
@@ -363,10 +367,12 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
         sections.append(sec)
 
     if r.get("sweep") or r.get("saturation") or r.get("scaling_fit"):
-        sec = Section("sweep", "Checkpoint sweep: saturation, scaling fit",
+        has_fit = bool(r.get("scaling_fit"))  # the scaling fit is promised (title, Fig. 1b) only when a fit record exists
+        sec = Section("sweep", "Checkpoint sweep: saturation" + (", scaling fit" if has_fit else ""),
                       "Loss, head singular entropy and last-layer anisotropy of every checkpoint on one fixed token sample. Saturation = the loss "
-                      "rises after its minimum (relative rise = final / best - 1). Scaling fit: L(N, T) = E + A / N^alpha + B / T^beta "
-                      "(study Fig. 1, 3, 4, 5).")
+                      "rises after its minimum (relative rise = final / best - 1)."
+                      + (" Scaling fit: L(N, T) = E + A / N^alpha + B / T^beta (study Fig. 1, 3, 4, 5)." if has_fit else
+                         " No scaling fit in these runs (`lmsat scaling-fit RUN_DIR` adds one, and the study's Fig. 1b with it) (study Fig. 1a, 3, 4, 5)."))
         if r.get("sweep"):
             from lmsat.figures.sweep import draw_sweep_figures
             from lmsat.kinds import sweep as sweep_kind
