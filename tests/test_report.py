@@ -17,7 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import files_under
+from contract import assert_user_error
+from lmsat.kinds import anisotropy as kinds_anisotropy
+from lmsat.kinds import head as kinds_head
+from lmsat.kinds import rank_probe as kinds_rank_probe
+from lmsat.kinds import sweep as kinds_sweep
+from lmsat.kinds import synth as kinds_synth
 
 # n-gram test spectrum: s_i^2 = exp(-i / 100), i = 0..999. Its dimensions at W-error 0.5 / 0.1
 # are computed independently in `expected_dimension` below.
@@ -103,6 +108,7 @@ class Tables(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[str, list[list[str]]] = {}
+        self.transposed: set[str] = set()
         self._name: str | None = None
         self._cell: list[str] | None = None
         self.images: list[str] = []
@@ -112,6 +118,8 @@ class Tables(HTMLParser):
         if tag == "table" and "data-table" in a:
             self._name = a["data-table"]
             self.tables[self._name] = []
+            if a.get("data-transposed"):
+                self.transposed.add(self._name)
         elif tag == "tr" and self._name:
             self.tables[self._name].append([])
         elif tag in ("td", "th") and self._name:
@@ -131,7 +139,11 @@ class Tables(HTMLParser):
             self._cell.append(data)
 
     def frame(self, name: str) -> pd.DataFrame:
+        """A table as the report's frame (a wide table shown transposed, one row per column, is turned back)."""
         rows = self.tables[name]
+        if name in self.transposed:
+            head, body = rows[0], rows[1:]
+            return pd.DataFrame([[head[j]] + [r[j] for r in body] for j in range(1, len(head))], columns=[head[0]] + [r[0] for r in body])
         return pd.DataFrame(rows[1:], columns=rows[0])
 
 
@@ -185,7 +197,8 @@ def test_html_report_is_one_self_contained_file(html_report):
 def test_anisotropy_and_head_tables_hold_the_stored_numbers(html_report, report_runs):
     page = parse(html_report.read_text())
     real = report_runs[0]
-    aniso = page.frame("anisotropy")
+    aniso = page.frame("anisotropy")  # columns: the kind's human-readable labels
+    A, H = kinds_anisotropy.LABELS, kinds_head.LABELS
     recs = raw_records(real, "anisotropy")
     assert len(aniso) == sum(len(r["results"]["layers"]) for r in recs)
     for rec in recs:
@@ -193,34 +206,35 @@ def test_anisotropy_and_head_tables_hold_the_stored_numbers(html_report, report_
         rows = aniso[aniso["model"] == name]
         assert len(rows) == len(rec["results"]["layers"])
         for (_, row), layer in zip(rows.iterrows(), rec["results"]["layers"]):
-            assert int(row["layer"]) == layer["layer"]
-            assert close(row["anisotropy"], layer["anisotropy"])
+            assert int(row[A["layer"]]) == layer["layer"]
+            assert close(row[A["anisotropy"]], layer["anisotropy"])
     head = page.frame("head")
     for rec in raw_records(real, "head"):
         row = head[head["model"] == Path(rec["inputs"]["model"]).name].iloc[0]
-        assert int(row["d"]) == rec["inputs"]["hidden_size"]
+        assert int(row[H["hidden_size"]]) == rec["inputs"]["hidden_size"]
         for col in ("singular_entropy", "effective_rank", "w_error_d2"):
-            assert close(row[col], rec["results"][col]), col
+            assert close(row[H[col]], rec["results"][col]), col
     smol = head[head["model"] == "smollm2-hf"].iloc[0]
-    assert int(smol["d"]) == 576 and int(smol["V"]) == 49152
+    assert int(smol[H["hidden_size"]]) == 576 and int(smol[H["vocab_rows"]]) == 49152
 
 
 def test_other_kinds_tables_hold_the_test_data(html_report, report_runs):
     page = parse(html_report.read_text())
     sweep = page.frame("sweep")
-    assert [int(x) for x in sweep["step"]] == [0, 100, 200, 400, 800, 1600]
-    assert all(close(c, v) for c, v in zip(sweep["loss"], [6.0, 4.1, 3.512, 3.533, 3.61, 3.7031]))
+    S, R = kinds_sweep.LABELS, kinds_rank_probe.LABELS
+    assert [int(x) for x in sweep[S["step"]]] == [0, 100, 200, 400, 800, 1600]
+    assert all(close(c, v) for c, v in zip(sweep[S["cross_entropy"]], [6.0, 4.1, 3.512, 3.533, 3.61, 3.7031]))
     probe = page.frame("rank_probe")  # final runs only, not the learning-rate search
-    assert [int(x) for x in probe["rank"]] == [16, 32, 64, 128]
-    assert close(probe["loss"].iloc[0], 4.4321) and close(probe["lr"].iloc[0], 0.01)
+    assert [int(x) for x in probe[R["rank"]]] == [16, 32, 64, 128]
+    assert close(probe[R["loss"]].iloc[0], 4.4321) and close(probe[R["lr"]].iloc[0], 0.01)
     fit = page.frame("scaling_fit")
     assert close(fit["A"].iloc[0], 119.09) and close(fit["alpha"].iloc[0], 0.246)
     down = page.frame("downstream")
     assert close(down["lambada_openai.acc"].iloc[0], 0.1234)
     ngram = page.frame("ngram")
-    assert int(ngram["dim at W-error 0.5"].iloc[0]) == expected_dimension(NGRAM_S, 0.5)
-    assert int(ngram["dim at W-error 0.1"].iloc[0]) == expected_dimension(NGRAM_S, 0.1)
-    assert close(page.frame("synth")["expected_entropy"].iloc[0], 2.3456)
+    assert int(ngram["dimension at W-error 0.5"].iloc[0]) == expected_dimension(NGRAM_S, 0.5)
+    assert int(ngram["dimension at W-error 0.1"].iloc[0]) == expected_dimension(NGRAM_S, 0.1)
+    assert close(page.frame("synth")[kinds_synth.LABELS["expected_entropy"]].iloc[0], 2.3456)
 
 
 def test_diagnosis_compares_d_with_the_data_dimension(html_report):
@@ -249,9 +263,9 @@ def test_csv_tables_next_to_the_report_equal_the_records(html_report, report_run
     head = pd.read_csv(files / "head.csv")
     for rec in raw_records(report_runs[0], "head"):
         row = head[head["model"] == Path(rec["inputs"]["model"]).name].iloc[0]
-        assert row["singular_entropy"] == pytest.approx(rec["results"]["singular_entropy"], rel=1e-12)
+        assert row[kinds_head.LABELS["singular_entropy"]] == pytest.approx(rec["results"]["singular_entropy"], rel=1e-12)
     sweep = pd.read_csv(files / "sweep.csv")
-    assert sweep["loss"].tolist() == pytest.approx([6.0, 4.1, 3.512, 3.533, 3.61, 3.7031])
+    assert sweep[kinds_sweep.LABELS["cross_entropy"]].tolist() == pytest.approx([6.0, 4.1, 3.512, 3.533, 3.61, 3.7031])
     assert {"summary.csv", "diagnosis.csv", "anisotropy.csv", "rank_probe.csv", "ngram.csv"} <= {p.name for p in files.iterdir()}
 
 
@@ -289,7 +303,7 @@ def test_report_never_loads_a_model(report_runs, tmp_path, cli, monkeypatch):
         ("empty", "holds no lmsat results"),
         ("suffix", "name it *.html or *.md"),
         ("conflict", "--markdown asks for Markdown"),
-        ("corrupt", "unreadable"),
+        ("future-schema", "re-run `lmsat sweep`"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path, cli, report_runs):
@@ -309,11 +323,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
             out = out.with_suffix(".pdf")
         elif case == "conflict":
             args.append("--markdown")
-        elif case == "corrupt":
+        elif case == "future-schema":  # a record of a newer lmsat: its kind refuses to guess its fields
             victim = next((run / "sweep").glob("*.json"))
-            victim.write_text(victim.read_text()[:40])
+            victim.write_text(victim.read_text().replace('"lmsat.sweep/1"', '"lmsat.sweep/9"'))
     r = cli("report", *args, "-o", out)
-    assert r.code == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
-    assert files_under(tmp_path / "out") == []
+    assert_user_error(r, tmp_path / "out", message)
+
+
+def test_a_corrupt_record_is_set_aside_with_one_warning(tmp_path, cli, report_runs):
+    """A truncated record is moved aside (lmsat.store) with one warning naming it; the report is written without it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(report_runs[1], run)
+    victim = next((run / "sweep").glob("*.json"))
+    victim.write_text(victim.read_text()[:40])
+    out = tmp_path / "out" / "report.html"
+    r = cli("report", run, "-o", out)
+    assert r.code == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("lmsat: warning:")]
+    assert len(warnings) == 1 and victim.name in warnings[0] and "Traceback" not in r.stderr
+    assert out.is_file() and not victim.exists()
