@@ -21,7 +21,8 @@ from lmsat.store import Store
 
 # 16 training + 4 held-out windows of 64 tokens; batches of 4 windows; 2 search steps and 4 final steps.
 SETTINGS = rp.ProbeSettings(
-    train_tokens=1024, eval_tokens=256, seq_len=64, lr_grid=(1e-2, 3e-2), search_steps=2, steps=4, batch_tokens=256, forward_batch=2
+    train_tokens=1024, eval_tokens=256, seq_len=64, lr_grid=(1e-2, 3e-2), search_steps=2, steps=4, batch_tokens=256, forward_batch=2,
+    init="gaussian",  # every search rate trains (with --init svd the untrained truncation is a candidate too)
 )
 ARGS = ["--train-tokens", 1024, "--eval-tokens", 256, "--seq-len", 64, "--lr-grid", "1e-2,3e-2", "--search-steps", 2,
         "--steps", 4, "--batch-tokens", 256, "-b", 2, "--device", "cpu"]
@@ -203,3 +204,22 @@ def test_cached_representations_are_the_last_hidden_state_and_own_loss_the_model
     assert np.array_equal(y, ids[4:, 1:].reshape(-1))
     own = cache.meta["splits"]["eval"]["own_head"]
     assert own["n"] == 2 * 16 and own["loss_sum"] / own["n"] == pytest.approx(float(out.loss), abs=1e-5)
+
+
+def test_svd_init_starts_at_the_own_head_and_other_heads_run_from_the_cli(cli, tiny_llama, brown_dir, tmp_path):
+    """Tied embeddings (the tiny Llama ties its head to its input embedding): at r = d the SVD-initialised
+    probe starts exactly at the model's own head; `--head mos:4` runs into the same directory."""
+    out = tmp_path / "run"
+    assert cli("rank-probe", tiny_llama, "-d", brown_dir, "-o", out, "--ranks", "4", *ARGS).code == 0
+    store = Store(out)
+    own = store.get(rp.REF_KIND, f"{tiny_llama}|own-head")
+    (full,) = [r for r in store.records(rp.REF_KIND) if r.results.get("stage") == "final"]
+    assert full.results["init"] == "svd" and full.results["head_function"] == "softmax"
+    assert full.results["step0_loss"] == pytest.approx(own.results["loss_from_features"], abs=1e-4)
+    assert "0" in full.results["search_dev_loss"]  # the untrained truncation was a candidate of the search
+    res = cli("rank-probe", tiny_llama, "-d", brown_dir, "-o", out, "--ranks", "4", "--no-full-rank", "--head", "mos:4", *ARGS)
+    assert res.code == 0, res.stderr
+    (mos,) = [r for r in store.records(rp.KIND) if r.results.get("stage") == "final" and r.results.get("head_function") == "mos:4"]
+    V, d, K, r = own.results["head_info"]["vocab_rows"], full.results["rank"], 4, 4
+    assert mos.results["n_parameters"] == r * (V + d) + (d * K + K) + K * d * d + K * d
+    assert "|mos:4|svd|r=4|" in mos.key

@@ -43,8 +43,8 @@ def rank_probe(
     train_tokens: Annotated[int, typer.Option("--train-tokens", help="Tokens of the training sample (whole windows; cached once).")] = 24576,
     eval_tokens: Annotated[int, typer.Option("--eval-tokens", help="Tokens of the held-out sample, disjoint from the training one.")] = 2048,
     lr_grid: Annotated[
-        str, typer.Option("--lr-grid", help="Peak learning rates searched per rank (the study searched [1e-3, 5e-2]); one value skips the search.")
-    ] = "1e-3,3e-3,1e-2,3e-2",
+        str, typer.Option("--lr-grid", help="Peak learning rates searched per rank (the study searched [1e-3, 5e-2]); one value skips the search. auto: 1e-3,3e-3,1e-2,3e-2 for --init gaussian; 1e-5,3e-5,1e-4,3e-4 for --init svd, whose search also keeps the untrained truncation (rate 0) as a candidate.")
+    ] = "auto",
     search_steps: Annotated[int, typer.Option("--search-steps", help="Optimizer steps of each learning-rate search run.")] = 10,
     steps: Annotated[int, typer.Option("--steps", help="Optimizer steps of the full run at the chosen learning rate.")] = 90,
     batch_tokens: Annotated[int, typer.Option("--batch-tokens", help="Tokens per optimizer step (rounded to whole windows).")] = 256,
@@ -127,7 +127,7 @@ def rank_probe(
         eval_tokens=eval_tokens,
         seq_len=seq_len,
         seed=seed,
-        lr_grid=parse_floats(lr_grid, "--lr-grid"),
+        lr_grid=() if lr_grid.strip() == "auto" else parse_floats(lr_grid, "--lr-grid"),
         search_steps=search_steps,
         steps=steps,
         batch_tokens=batch_tokens,

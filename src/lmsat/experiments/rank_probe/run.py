@@ -19,7 +19,7 @@ from lmsat.experiments.rank_probe.features import (
     feature_identity,
     open_feature_cache,
 )
-from lmsat.experiments.rank_probe.fit import chunk_rows, evaluate_head, train_head
+from lmsat.experiments.rank_probe.fit import TrainResult, chunk_rows, evaluate_head, train_head
 from lmsat.experiments.rank_probe.settings import (
     _EVAL_ROWS,
     KIND,
@@ -110,15 +110,20 @@ def probe_rank(
 
     all_train = np.arange(cache.train.n_seqs)
     search: dict[str, float | None] = {}
-    if len(settings.lr_grid) > 1:
+    rates = settings.rates
+    candidates = ((0.0,) if settings.keeps_untrained else ()) + tuple(rates)
+    if len(candidates) > 1:
         fit_seqs, dev_seqs = dev_windows(cache.train.n_seqs, settings.dev_frac, settings.seed)
-        for lr in settings.lr_grid:
+        for lr in candidates:
             key = _run_key(prefix + tag, rank_label, lr, "search")
             rec = store.get(kind, key)
             if rec is None:
                 head = new_head()
-                tr = train_head(head, cache.train, fit_seqs, settings.search_steps, lr, settings, device, seed=head_seed,
-                                description=f"search {rank_label} lr={lr:g}")
+                if lr == 0.0:  # the untrained head: no steps
+                    tr = TrainResult(float("nan"), 0, 0, 0.0, False)
+                else:
+                    tr = train_head(head, cache.train, fit_seqs, settings.search_steps, lr, settings, device, seed=head_seed,
+                                    description=f"search {rank_label} lr={lr:g}")
                 dev = evaluate_head(head, cache.train, dev_seqs, device, settings.chunk_tokens) if not tr.diverged else None
                 results = {
                     "stage": "search",
@@ -135,17 +140,18 @@ def probe_rank(
                 rec = store.put(kind, key, {**base_inputs, "lr": lr, "stage": "search"}, results)
                 del head
             search[f"{lr:g}"] = rec.results.get("dev_loss")
-        finite = {lr: search[f"{lr:g}"] for lr in settings.lr_grid if search[f"{lr:g}"] is not None}
+        finite = {lr: search[f"{lr:g}"] for lr in candidates if search[f"{lr:g}"] is not None}
         if not finite:
             raise UserError(
                 f"every learning rate of --lr-grid diverged for {rank_label}; try smaller rates."
             )
         best_lr = min(finite, key=lambda lr: (finite[lr], lr))
     else:
-        best_lr = settings.lr_grid[0]
-    at_edge = len(settings.lr_grid) > 1 and best_lr in (min(settings.lr_grid), max(settings.lr_grid))
+        best_lr = candidates[0]
+    edges = {max(rates)} | ({min(rates)} if not settings.keeps_untrained else set())
+    at_edge = len(candidates) > 1 and best_lr in edges
     if at_edge:
-        side = "largest" if best_lr == max(settings.lr_grid) else "smallest"
+        side = "largest" if best_lr == max(rates) else "smallest"
         warn(f"{prefix} {rank_label}: the chosen learning rate {best_lr:g} is the {side} of --lr-grid; "
              "the best rate may lie beyond it (extend --lr-grid).")
     key = _run_key(prefix + tag, rank_label, best_lr, "final")
@@ -154,8 +160,11 @@ def probe_rank(
         return rec
     head = new_head()
     start = evaluate_head(head, cache.eval, np.arange(cache.eval.n_seqs), device, settings.chunk_tokens)
-    tr = train_head(head, cache.train, all_train, settings.steps, best_lr, settings, device, seed=head_seed,
-                    description=f"train {rank_label} lr={best_lr:g}")
+    if best_lr == 0.0:  # the search found no rate that improves on the untrained (truncated) head
+        tr = TrainResult(float("nan"), 0, 0, 0.0, False)
+    else:
+        tr = train_head(head, cache.train, all_train, settings.steps, best_lr, settings, device, seed=head_seed,
+                        description=f"train {rank_label} lr={best_lr:g}")
     if tr.diverged:
         ev = {"loss": None, "loss_se": None, "perplexity": None, "accuracy": None, "n_tokens": None, "nll": None}
     else:

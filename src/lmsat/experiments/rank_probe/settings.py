@@ -18,6 +18,10 @@ FEATURES_FORMAT = "lmsat.features/1"
 FEATURE_DTYPES = ("float16", "float32")
 FULL_RANK_HEADS = ("factorized", "plain")
 DEFAULT_LR_GRID: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+# --init svd starts at the own head's factors, whose entries are small (SmolLM2: rms 0.02 in A):
+# AdamW moves every entry by about the rate per step, so 1e-3 wrecks the truncation in 10 steps
+# (SmolLM2, r = d: dev loss 4.0 -> 6.1). The untrained truncation (rate 0) is a candidate too.
+SVD_LR_GRID: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)
 STUDY_LR_RANGE = (1e-3, 5e-2)
 # Logit elements per chunk when --chunk-tokens is 0: 64 MB of float32 logits on CPU, 512 MB on CUDA;
 # never fewer tokens than AUTO_MIN_CHUNK_TOKENS (on 2 threads, steps in chunks of 256 tokens ran up
@@ -47,7 +51,7 @@ class ProbeSettings:
     eval_tokens: int = 2048
     seq_len: int = 128
     seed: int = 0
-    lr_grid: tuple[float, ...] = DEFAULT_LR_GRID
+    lr_grid: tuple[float, ...] = ()  # () = automatic: DEFAULT_LR_GRID (gaussian) or SVD_LR_GRID (svd)
     search_steps: int = 10
     steps: int = 90
     batch_tokens: int = 256
@@ -86,8 +90,6 @@ class ProbeSettings:
             )
         if self.eval_tokens < 1:
             raise UserError(f"--eval-tokens must be >= 1 (got {self.eval_tokens}).")
-        if not self.lr_grid:
-            raise UserError("--lr-grid is empty; give learning rates such as 1e-3,3e-3,1e-2,3e-2.")
         bad = [lr for lr in self.lr_grid if not (math.isfinite(lr) and 0 < lr <= 1)]
         if bad:
             lo, hi = STUDY_LR_RANGE
@@ -96,7 +98,7 @@ class ProbeSettings:
             raise UserError(f"--lr-grid has repeated values ({list(self.lr_grid)}).")
         if self.steps < 1:
             raise UserError(f"--steps must be >= 1 (got {self.steps}).")
-        if len(self.lr_grid) > 1 and self.search_steps < 1:
+        if len(self.rates) > 1 and self.search_steps < 1:
             raise UserError(f"--search-steps must be >= 1 when --lr-grid has several rates (got {self.search_steps}).")
         if self.batch_tokens < 1:
             raise UserError(f"--batch-tokens must be >= 1 (got {self.batch_tokens}).")
@@ -120,8 +122,18 @@ class ProbeSettings:
         if self.chunk_tokens < 0:
             raise UserError(f"--chunk-tokens must be >= 0 (0 = automatic; got {self.chunk_tokens}).")
 
+    @property
+    def rates(self) -> tuple[float, ...]:
+        """The learning rates searched: ``lr_grid``, or the automatic grid of the initialisation."""
+        return self.lr_grid or (SVD_LR_GRID if self.init == "svd" else DEFAULT_LR_GRID)
+
+    @property
+    def keeps_untrained(self) -> bool:
+        """Whether the untrained head (rate 0: for --init svd, the truncation itself) is a candidate of the search."""
+        return self.init == "svd"
+
     def describe(self) -> dict[str, Any]:
-        return {**asdict(self), "lr_grid": list(self.lr_grid), "batch_seqs": self.batch_seqs}
+        return {**asdict(self), "lr_grid": list(self.rates), "batch_seqs": self.batch_seqs}
 
     def results_hash(self) -> str:
         """Fingerprint of every setting that changes results (not batch sizes of the forward or of chunks)."""
