@@ -361,28 +361,9 @@ def run_ngram(
 
 
 def ngram_table(records: list[Record]) -> pd.DataFrame:
-    """One row per ngram record: corpus, tokenizer, counts, |P|_F and the dimension for each W-error threshold."""
-    rows = []
-    for rec in records:
-        r = rec.results
-        row: dict[str, Any] = {
-            "key": rec.key,
-            "corpus": rec.key.split("|")[0],
-            "tokenizer": rec.key.split("|")[1] if "|" in rec.key else "",
-            "n": rec.inputs.get("n"),
-            "tokens": r.get("n_tokens"),
-            "contexts": r.get("n_contexts"),
-            "ngrams": r.get("n_ngrams"),
-            "vocab_size": r.get("vocab_size"),
-            "observed_vocab": r.get("observed_vocab"),
-            "frobenius_norm": r.get("frobenius_norm"),
-            "singular_values": r.get("n_singular_values"),
-            "complete": r.get("complete"),
-            "method": r.get("method"),
-        }
-        for t, d in (r.get("dims_for_w_error") or {}).items():
-            row[f"d(W-error<={t})"] = d
-        for d, v in (r.get("w_error_at") or {}).items():
-            row[f"W-error({d})"] = v
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """One row per ngram record: corpus, tokenizer, counts, |P|_F and the dimension for each W-error threshold
+    (``ngram.csv``): :func:`lmsat.kinds.ngram.frame`, the kind's one table."""
+    from lmsat.kinds import ngram as ngram_kind
+    from lmsat.kinds.base import as_kind
+
+    return ngram_kind.frame([as_kind(r, ngram_kind.NgramRecord) for r in records])
