@@ -144,3 +144,18 @@ def test_three_seeds_then_causality_then_report(three_seeds, cli):
     assert "## Causality: head collapse and loss rise across seeds" in text and "gpt-neox-d8-l1" in text
     groups_csv = pd.read_csv(root / "report_files" / "causality_groups.csv")
     assert groups_csv.loc[0, "seeds"] == 3 and not math.isnan(float(len(groups_csv)))
+
+
+def test_sweep_of_trained_seeds_records_each_seed_and_causality_groups_them(three_seeds, cli):
+    root, run_dir = three_seeds
+    sw = root / "sweep"
+    res = cli("sweep", run_dir, "--data", root / "lang" / "heldout", "--revisions", "every:8", "-n", 256, "--seq-len", 16,
+              "--device", "cpu", "--no-prefetch", "-o", sw)
+    assert res.code == 0, res.stderr
+    seeds = {(r.inputs["model"].rsplit("/", 1)[-1], r.inputs["model_seed"]) for r in Store(sw).records("sweep")}
+    assert seeds == {("gpt-neox-d8-l1", 0), ("gpt-neox-d8-l1-seed1", 1), ("gpt-neox-d8-l1-seed2", 2)}
+    res = cli("causality", sw, "--n-boot", 500)
+    assert res.code == 0, res.stderr
+    rec = Store(sw).records("causality")[0].results
+    assert [(r["group"], r["seed"], r["n_checkpoints"]) for r in rec["runs"]] == [
+        ("gpt-neox-d8-l1", 0, 4), ("gpt-neox-d8-l1", 1, 4), ("gpt-neox-d8-l1", 2, 4)]
