@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -111,14 +110,14 @@ def test_saturation_and_scaling_fit_commands_on_stored_records(cli, run_dir):
     assert res.code == 0, res.stderr
     sat = pd.read_csv(run_dir / "saturation.csv").set_index("name")
     assert sat.loc["pythia-14m", "collapse_step"] == 80_000
-    rec = json.loads((run_dir / "saturation" / "EleutherAI--pythia-14m.json").read_text())
-    assert rec["results"]["best_step"] == 60_000 and rec["inputs"]["max_rise"] == 0.01
+    rec = Store(run_dir).get("saturation", "EleutherAI/pythia-14m")  # read by its key (file names are the store's)
+    assert rec.results["best_step"] == 60_000 and rec.inputs["max_rise"] == 0.01
     assert len(pd.read_csv(run_dir / "sweep.csv")) == 42
     assert len(list((run_dir / "figures").glob("fig*.png"))) == 5
 
     res = cli("scaling-fit", run_dir)
     assert res.code == 0, res.stderr
-    fit = json.loads((run_dir / "scaling_fit" / "fit.json").read_text())["results"]
+    fit = Store(run_dir).get("scaling_fit", "fit").results
     # default: fitted on the three models that do not saturate, whose final losses lie on the law
     assert fit["fitted_models"] == ["EleutherAI/pythia-410m", "EleutherAI/pythia-1b", "EleutherAI/pythia-1.4b"]
     assert fit["A"] == pytest.approx(STUDY_A, rel=1e-6) and fit["alpha"] == pytest.approx(STUDY_ALPHA, abs=1e-8)
@@ -138,7 +137,7 @@ def test_saturation_and_scaling_fit_commands_on_stored_records(cli, run_dir):
     params = [f"{m}={2 * MODELS['EleutherAI/' + m][1]}" for m in big]
     res = cli("scaling-fit", run_dir, "--models", ",".join(big), *sum((["--params", p] for p in params), []))
     assert res.code == 0, res.stderr
-    fit2 = json.loads((run_dir / "scaling_fit" / "fit.json").read_text())["results"]
+    fit2 = Store(run_dir).get("scaling_fit", "fit").results
     assert fit2["alpha"] == pytest.approx(STUDY_ALPHA, abs=1e-8)
     assert fit2["A"] == pytest.approx(STUDY_A * 2**STUDY_ALPHA, rel=1e-6)
 
@@ -150,7 +149,7 @@ def test_saturation_and_scaling_fit_commands_on_stored_records(cli, run_dir):
         (["--models", "pythia-410m"], "needs at least two models"),
         (["--params", "gpt2=5"], "--params names 'gpt2'"),
         (["--tokens-per-step", "pythia-1b=0"], "positive whole number"),
-        (["--max-rise", "-1"], "needs at least two models"),
+        (["--max-rise", "-1"], "--max-rise must be >= 0"),
     ],
 )
 def test_bad_scaling_fit_input_exits_2_and_writes_nothing(cli, run_dir, args, message):
@@ -169,4 +168,4 @@ def test_unknown_tokens_per_step_asks_for_the_option(cli, tmp_path):
     assert res.code == 2 and "pass --tokens-per-step a=N" in res.stderr
     res = cli("scaling-fit", tmp_path / "run", "--tokens-per-step", "1_000_000")
     assert res.code == 0, res.stderr
-    assert math.isfinite(json.loads((tmp_path / "run" / "scaling_fit" / "fit.json").read_text())["results"]["A"])
+    assert math.isfinite(Store(tmp_path / "run").get("scaling_fit", "fit").results["A"])
