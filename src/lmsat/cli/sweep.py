@@ -54,8 +54,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
     """Saturation table, scaling fit (best effort unless ``need_fit``), the five figures; print the tables."""
     from lmsat.experiments.saturation import run_saturation
     from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND, run_scaling_fit
-    from lmsat.experiments.sweep import sweep_records
-    from lmsat.figures.sweep import draw_sweep_figures
+    from lmsat.figures.outputs import refresh_sweep
     from lmsat.store import Store
 
     table, frame = run_saturation(output, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
@@ -79,10 +78,10 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
         )
         for note in fit_summary["notes"]:
             say(f"note: {note}")
-    figures = draw_sweep_figures(frame, sweep_records(output), fit_summary, output / "figures")
+    figures = refresh_sweep(output, fit_summary).figures
     say(f"tables: {output / 'sweep.csv'}, {output / 'saturation.csv'}"
         + (f", {output / 'scaling_fit.csv'}" if (output / "scaling_fit.csv").exists() else "")
-        + f"  figures: {', '.join(str(p) for p in figures.values())}")
+        + f"  figures: {', '.join(str(p) for p in figures)}")
 
 
 SATURATION_VIEW = {
@@ -267,10 +266,8 @@ def saturation(
     Writes RUN_DIR/sweep.csv, RUN_DIR/saturation.csv, one `saturation` record per model and the five figures in RUN_DIR/figures (Fig. 1b uses the stored scaling fit, if any).
     """
     from lmsat.experiments.saturation import run_saturation
-    from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND
     from lmsat.experiments.sweep import sweep_records
-    from lmsat.figures.sweep import draw_sweep_figures
-    from lmsat.store import Store
+    from lmsat.figures.outputs import refresh_sweep
 
     from lmsat.cli import validate as v
 
@@ -280,12 +277,11 @@ def saturation(
     v.check_range("--min-entropy-rise", min_entropy_rise, 0, inclusive="neither")
     v.check_range("--min-anisotropy-rise", min_anisotropy_rise, 0, inclusive="neither")
     v.check_range("--from-step", from_step, 0)
-    records = sweep_records(run_dir)
+    sweep_records(run_dir)  # a clear error when there are none
     table, frame = run_saturation(run_dir, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
     _show(table, SATURATION_VIEW, "Saturation per model (rise = final/best - 1)")
-    stored = Store(run_dir).get(FIT_KIND, FIT_KEY)
-    figures = draw_sweep_figures(frame, records, stored.results if stored else None, run_dir / "figures")
-    say(f"tables: {run_dir / 'sweep.csv'}, {run_dir / 'saturation.csv'}  figures: {', '.join(str(p) for p in figures.values())}")
+    figures = refresh_sweep(run_dir).figures  # Fig. 1b with the stored scaling fit, if any
+    say(f"tables: {run_dir / 'sweep.csv'}, {run_dir / 'saturation.csv'}  figures: {', '.join(str(p) for p in figures)}")
 
 
 @app.command("scaling-fit", rich_help_panel=PANEL)

@@ -49,3 +49,24 @@ def refresh_head(run_dir: str | os.PathLike[str]) -> Outputs:
     figures = [plot_head_spectrum(records, run_dir / "figures" / "head_spectrum.png"),
                plot_head_w_error(records, run_dir / "figures" / "head_w_error.png")]
     return Outputs(frame, run_dir / "head.csv", figures)
+
+
+def refresh_sweep(run_dir: str | os.PathLike[str], fit: dict | None = None) -> Outputs:
+    """``sweep.csv`` and the five sweep figures (study Fig. 1a, 1b, 3, 4, 5) from the sweep records of ``run_dir``.
+
+    Fig. 1b draws ``fit`` (a scaling fit's results) or, when None, the stored ``scaling_fit`` record if any.
+    """
+    from lmsat.figures.sweep import draw_sweep_figures
+    from lmsat.kinds import sweep as sweep_kind
+    from lmsat.kinds.scaling_fit import ScalingFitRecord
+
+    run_dir = Path(run_dir)
+    store = Store(run_dir)
+    records = sweep_kind.SweepRecord.load(store)
+    if fit is None:
+        stored = store.get(ScalingFitRecord.KIND, "fit")
+        fit = ScalingFitRecord.from_record(stored).results() if stored is not None else None
+    frame = sweep_kind.frame(records)
+    atomic_write_csv(run_dir / "sweep.csv", frame)
+    figures = draw_sweep_figures(frame, [r.record for r in records], fit, run_dir / "figures")
+    return Outputs(frame, run_dir / "sweep.csv", list(figures.values()))
