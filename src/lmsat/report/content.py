@@ -398,7 +398,10 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
     if r.get("rank_probe") or r.get("rank_probe_ref"):
         sec = Section("rank-probe", "Rank-constrained heads (rank probe)",
                       "The model is frozen and its head replaced by W = AB of rank r, trained on next-token prediction; the table gives the "
-                      "validation loss per rank, the dotted line the full-rank head (study Fig. 6).")
+                      "validation loss per rank, the dotted line the full-rank head (study Fig. 6). When the model's own head beats every probe head, "
+                      "the full-rank one included, that is expected: the own head was trained together with the whole model on its full "
+                      "training data, the probe heads on a small sample with the model frozen and a short budget. Compare probe ranks "
+                      "with each other (same recipe), not with the own head.")
         p = rank_probe_figure(r.get("rank_probe", []), r.get("rank_probe_ref", []), diags, folder / "rank_probe.png")
         if p:
             sec.figures.append(Figure("fig-rank-probe", "Rank probe", p, "Validation loss vs rank r; dashed: hidden sizes d."))
