@@ -30,7 +30,7 @@ def causality(
 
     From stored records only (no model is loaded). Per run (one model, one seed): the onset of the late loss rise, of the head collapse (singular-entropy rise; effective-rank fall) and of the last-layer anisotropy jump, all by the one onset rule that lmsat saturation uses (docs/causality.md); whether it saturates; whether its head ends low-rank; the correlation of effective rank and loss over checkpoints and of their step-to-step changes (detrended), with Fisher-z intervals.
 
-    Across seeds: the lead of each collapse sign over the loss rise (loss onset - sign onset, in steps) with a bootstrap interval and the fraction of seeds where it precedes; groups (the same model and settings over seeds) with mean and spread; co-occurrence counts (low rank x saturation, collapse x saturation, as arXiv 2602.20433). Seeds come from PolyPythias names (pythia-70m-seed3) or lmsat train's --seed.
+    Across seeds: the lead of each collapse sign over the loss rise (loss onset - sign onset, in steps) with a bootstrap interval and the fraction of seeds where it precedes; groups (the same model and settings over seeds) with mean and spread; co-occurrence counts (low rank x saturation, collapse x saturation, as arXiv 2602.20433). Seeds come from PolyPythias names (pythia-70m-seed3) or lmsat train's --seed/--seeds (--weight-seed, --data-seed). Collapses that come before the loss minimum are counted apart: they are early-training dips, which --from-step skips.
 
     Writes OUTPUT/causality/ (one record that lmsat report renders), OUTPUT/causality_runs.csv, OUTPUT/causality_groups.csv and OUTPUT/figures/causality.png.
 
