@@ -208,8 +208,13 @@ def known_rank_finding(d: int, synth: SynthRecord | Record, train: TrainRecord |
     family = synth.family or None
     if family:
         values["family"] = numbers["language family"] = family
-    if synth.entropy is not None:
-        values["true_entropy"] = numbers["true entropy (nats/token)"] = synth.entropy
+    # One true entropy per card: the one the gap is measured against (the held-out tokens' realised entropy,
+    # from the train record), else the language's expected entropy; its label says which.
+    reference = number(train.reference_entropy) if train is not None else None
+    if reference is not None:
+        values["true_entropy"] = numbers["true entropy of the held-out tokens (nats/token), the gap's reference"] = reference
+    elif synth.entropy is not None:
+        values["true_entropy"] = numbers["expected entropy of the language (nats/token)"] = synth.entropy
     if train is not None:
         for label, key in (("final held-out loss", "final_eval_loss"), ("best held-out loss", "best_eval_loss"),
                            ("final gap to true entropy", "final_gap"), ("standard error of that gap", "final_gap_standard_error"),
