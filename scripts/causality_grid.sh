@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 TOKENS=786432
 SEQ=64
 
-if [ ! -f "$OUT/lang/synth/language.json" ]; then
+if ! ls "$OUT"/lang/synth/language*.json >/dev/null 2>&1; then
   lmsat synth --family low-rank-logits --vocab 256 --contexts 256 --rank 32 -n 262144 --heldout-tokens 65536 -o "$OUT/lang"
 fi
 
