@@ -323,7 +323,7 @@ def _corpus_name(data: str) -> str:
 
 
 def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | None, probe_inputs: dict[str, Any] | None,
-               ngram: dict[str, Any] | None, model_caveats: list[str]) -> dict[str, Any]:
+               ngram: dict[str, Any] | None, model_caveats: list[str], truncation: dict[int, float] | None = None) -> dict[str, Any]:
     """The verdict from stored numbers only (pure).
 
     ``losses``: held-out loss (nats/token) of heads of rank r trained on the frozen
@@ -352,6 +352,11 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
     for r in sorted(losses):
         if r != d:
             evidence[f"probe loss at r = {r}, nats/token ({held})"] = losses[r]
+    if truncation and d in truncation:
+        # The model's own head cut to rank r by its SVD, no training: a second, training-free reading of the same question.
+        for r in sorted(truncation):
+            if r in losses or r == d // 2:
+                evidence[f"own head truncated to rank {r} (SVD, no training), nats/token ({held})"] = truncation[r]
     half = max((r for r in losses if r <= d // 2), default=None)
     if d in losses and half is not None:
         halving = losses[half] - losses[d]
@@ -494,7 +499,9 @@ def write_verdict(out: Path, b: Budget) -> Record:
     probe_inputs = refs[-1].inputs if refs else None
     grams = store.records(NGRAM)
     ngram = {"results": grams[-1].results, "inputs": grams[-1].inputs} if grams else None
-    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs))
+    trunc = next((r for r in store.records(REF_KIND) if r.results.get("head") == "svd-truncation"), None)
+    truncation = dict(zip(trunc.results["ranks"], trunc.results["losses"])) if trunc is not None else None
+    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation)
     sources = sorted(f"{r.kind}/{r.key}" for kind in store.kinds() if kind != KIND for r in store.records(kind))
     inputs = {"model": config["model"], "data": config["data"], "budget": b.describe(), "hidden_size": d,
               "sources": fingerprint(sources), "lmsat_version": __version__}

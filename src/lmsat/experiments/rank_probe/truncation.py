@@ -94,7 +94,9 @@ def truncation_curve(
     losses, ses, accs = [], [], []
     seqs = np.arange(cache.eval.n_seqs)
     a_full, b_full = own.factors
-    for r in ranks:
+    from lmsat.progress import track
+
+    for r in track(ranks, "held-out loss of the own head truncated to rank r", unit="ranks"):
         head = LowRankHead(cache.vocab_size, cache.hidden_size, r)
         head.set_factors(a_full[:, :r], b_full[:r], own.bias)
         ev = evaluate_head(head, cache.eval, seqs, device, chunk_tokens)
