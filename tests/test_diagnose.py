@@ -24,12 +24,13 @@ from lmsat.store import Store
 from conftest import files_under
 
 RANK = 16
-LANGUAGE = ["--vocab", 64, "--contexts", 64, "--rank", RANK, "--temperature", 0.5, "-n", 120_000, "--heldout-tokens", 4096]
-TRAIN = ["--layers", 1, "--heads", 2, "--steps", 250, "--batch-size", 16, "--lr", 3e-3, "--warmup", 25,
-         "--checkpoint-every", 125, "--eval-tokens", 2048, "--device", "cpu"]
+LANGUAGE = ["--vocab", 64, "--contexts", 64, "--rank", RANK, "--temperature", 0.5, "-n", 60_000, "--heldout-tokens", 2048]
+TRAIN = ["--layers", 1, "--heads", 2, "--steps", 160, "--batch-size", 16, "--lr", 5e-3, "--warmup", 16,
+         "--checkpoint-every", 80, "--eval-tokens", 1024, "--device", "cpu"]
+FINAL = "step160"
 # Seconds-sized stages on a 64-token vocabulary (the presets are sized for real models).
 TINY = Budget("tiny-test", anisotropy_tokens=1024, seq_len=64, ngram_n=2, ngram_max_tokens=None, ngram_max_contexts=None,
-              ngram_top_k=None, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=150, probe_search_steps=0,
+              ngram_top_k=None, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=100, probe_search_steps=0,
               probe_lr_grid=(3e-2,), probe_batch_tokens=512, probe_ranks=2, sweep_tokens=2048)
 
 
@@ -62,7 +63,7 @@ def diagnosed(family, tmp_path_factory) -> dict[int, tuple[Path, dict]]:
     for d in (4, 32):
         model = _model(family, d)
         run = tmp_path_factory.mktemp(f"diag_d{d}") / "run"
-        res = run_diagnose(str(model / "step250"), str(family / "lang" / "corpus"), run, budget=TINY, device="cpu", say=lambda s: None)
+        res = run_diagnose(str(model / FINAL), str(family / "lang" / "corpus"), run, budget=TINY, device="cpu", say=lambda s: None)
         out[d] = (run, res.verdict)
     return out
 
@@ -107,7 +108,7 @@ def test_series_adds_the_saturation_view(family, tmp_path):
 
 
 def test_resume_after_kill_keeps_finished_stages(family, tmp_path):
-    model = _model(family, 32) / "step250"
+    model = _model(family, 32) / FINAL
     run = tmp_path / "run"
     script = (f"from lmsat.pipelines.diagnose import run_diagnose; from test_diagnose import TINY; "
               f"run_diagnose({str(model)!r}, {str(family / 'lang' / 'corpus')!r}, {str(run)!r}, budget=TINY, device='cpu')")
@@ -133,13 +134,13 @@ def test_resume_after_kill_keeps_finished_stages(family, tmp_path):
 
 def test_other_inputs_in_the_same_folder_are_refused(diagnosed, family, cli):
     run, _ = diagnosed[4]
-    result = cli("diagnose", _model(family, 32) / "step250", "--data", family / "lang" / "corpus", "-o", run)
+    result = cli("diagnose", _model(family, 32) / FINAL, "--data", family / "lang" / "corpus", "-o", run)
     assert result.code == 2
     assert result.stderr.startswith("lmsat: error: ") and "other inputs" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_user_errors_write_nothing(family, cli, tmp_path):
-    model = _model(family, 4) / "step250"
+    model = _model(family, 4) / FINAL
     for args in (["--data", tmp_path / "missing"], ["--data", family / "lang" / "corpus", "--budget", "huge"]):
         result = cli("diagnose", model, *args, "-o", tmp_path / "out")
         assert result.code == 2 and result.stderr.startswith("lmsat: error: "), result.stderr
