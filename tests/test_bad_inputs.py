@@ -258,7 +258,7 @@ CASES += [
 ]
 # sweep, saturation, scaling-fit
 CASES += [
-    C("sweep-tokens-1", *SWEEP, "--tokens", "1", expect="--tokens must be >= 2 (got 1)"),
+    C("sweep-tokens-0", *SWEEP, "--tokens", "0", expect="--tokens must be >= 1 (got 0)"),
     C("sweep-batch-size-0", *SWEEP, "--batch-size", "0", expect="--batch-size must be >= 1"),
     C("sweep-seed-negative", *SWEEP, "--seed", "-1", expect="--seed must be in"),
     C("sweep-layers-unknown", *SWEEP, "--layers", "some", expect="--layers must be one of last, all"),

@@ -113,31 +113,36 @@ def test_claim_is_exclusive_and_released(tmp_path):
         assert again is True
 
 
-def _exit_now() -> None:
-    os._exit(0)
+def _hold_claim_then_die(root: str, ready: str) -> None:
+    store = Store(root)
+    with store.claim("sweep", "k") as mine:
+        assert mine
+        Path(ready).write_text("held")
+        import time
+
+        time.sleep(60)  # killed here: the claim must not outlive the process
 
 
-def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path):
-    import socket
+def test_claim_of_a_killed_process_is_free_and_a_live_one_is_respected(tmp_path):
+    import signal
+    import time
 
-    proc = mp.get_context("spawn").Process(target=_exit_now)
+    ready = tmp_path / "ready"
+    proc = mp.get_context("spawn").Process(target=_hold_claim_then_die, args=(str(tmp_path), str(ready)))
     proc.start()
-    proc.join()
+    while not ready.exists():
+        time.sleep(0.05)
     store = Store(tmp_path)
+    with store.claim("sweep", "k") as mine:
+        assert mine is False  # a live holder in another process is respected
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
     lock = tmp_path / "sweep" / ".claims" / f"{record_name('k')}.lock"
-    lock.parent.mkdir(parents=True)
-    lock.write_text(json.dumps({"pid": proc.pid, "host": socket.gethostname(), "created": "x"}))
+    assert lock.exists()  # the killed holder left its file behind ...
+    assert json.loads(lock.read_text())["pid"] == proc.pid
     with store.claim("sweep", "k") as mine:
-        assert mine is True
-    # a live holder (this process) is respected
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": "x"}))
-    with store.claim("sweep", "k") as mine:
-        assert mine is False
-    # a lock from another host is stale only after LMSAT_CLAIM_TTL seconds
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "created": "x"}))
-    os.utime(lock, (0, 0))
-    with store.claim("sweep", "k") as mine:
-        assert mine is True
+        assert mine is True  # ... but not its claim
+    assert not lock.exists()  # released claims leave no file
 
 
 def _claim_worker(root: str, keys: list[str], out: str) -> None:

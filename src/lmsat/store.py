@@ -339,29 +339,24 @@ class Store:
     def claim(self, kind: str, key: str) -> Iterator[bool]:
         """Claim one unit of work for this process: ``with store.claim(kind, key) as mine: ...``.
 
-        ``mine`` is True when this process holds the unit (an atomic lock file
-        ``<kind>/.claims/<name>.lock`` made with O_EXCL, removed on exit), False
-        when another live process holds it. A lock left by a process that died
-        (same host, pid gone) or older than ``LMSAT_CLAIM_TTL`` seconds (default
-        86400, for locks from other hosts) is stale and taken over. Check
-        :meth:`has` again after claiming: the previous holder may have finished.
+        ``mine`` is True when this process holds the unit, False when another
+        process does. The claim is an exclusive ``flock`` on
+        ``<kind>/.claims/<name>.lock``: the kernel drops it when its holder exits
+        or is killed, so a claim can never go stale, and two processes can never
+        both hold one (a lock file removed by a releasing holder between our open
+        and our lock is detected by its inode, and we try again). The file holds
+        the holder's pid and host for people to read. Check :meth:`has` again
+        after claiming: the previous holder may have finished the unit.
         """
         lock = self.kind_dir(kind) / ".claims" / f"{record_name(key)}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
-        mine = _try_lock(lock)
-        if not mine and _lock_is_stale(lock):
-            stale = lock.with_name(f"{lock.name}.stale-{os.getpid()}")
-            try:
-                os.replace(lock, stale)  # only one taker wins the rename
-                stale.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            mine = _try_lock(lock)
+        fd = _flock(lock)
         try:
-            yield mine
+            yield fd is not None
         finally:
-            if mine:
-                lock.unlink(missing_ok=True)
+            if fd is not None:
+                lock.unlink(missing_ok=True)  # while still locked: no one can hold this inode after us
+                os.close(fd)
 
     def kinds(self) -> list[str]:
         if not self.root.is_dir():
@@ -403,39 +398,29 @@ def _move_aside(path: Path, problem: str) -> None:
     warn(f"{path} is damaged ({problem}); moved it to {path.name}.corrupt and the unit will be redone.")
 
 
-def _try_lock(lock: Path) -> bool:
+def _flock(lock: Path, tries: int = 3) -> int | None:
+    """An fd holding an exclusive flock on ``lock``, or None when another process holds it."""
+    import fcntl
     import socket
 
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "created": now_iso()}, fh)
-    return True
-
-
-def _lock_is_stale(lock: Path) -> bool:
-    import socket
-    import time
-
-    try:
-        age = time.time() - lock.stat().st_mtime
-        with open(lock) as fh:
-            owner = json.load(fh)
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return age > 5  # half-written by a process that died between create and write
-    if owner.get("host") == socket.gethostname():
+    for _ in range(tries):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            os.kill(int(owner.get("pid", -1)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError, TypeError):
-            return False
-        return False
-    return age > float(os.environ.get("LMSAT_CLAIM_TTL", "86400"))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": now_iso()}).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner, 0)
+            return fd
+        os.close(fd)  # the holder released and removed that file meanwhile: lock the new one
+    return None
 
 
 def _read_record(path: Path) -> Record:

@@ -166,7 +166,7 @@ def sweep(
     from lmsat.cli import validate as v
 
     v.check_output_dir(output)
-    v.check_range("--tokens", tokens, 2)
+    v.check_range("--tokens", tokens, 1)
     v.check_range("--seq-len", seq_len, 2)
     v.check_seed("--seed", seed)
     v.check_range("--batch-size", batch_size, 1)

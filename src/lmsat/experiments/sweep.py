@@ -335,8 +335,8 @@ def plan_sweep(
     n_params: dict[str, int] | None = None,
 ) -> SweepPlan:
     """Check everything the user gave (corpus, device, dtype, configs, tokenizers, run directory) and write nothing."""
-    if settings.n_tokens < 2:
-        raise UserError(f"--tokens must be at least 2 (got {settings.n_tokens}).")
+    if settings.n_tokens < 1:  # the same bound and wording as every other command's --tokens
+        raise UserError(f"--tokens must be >= 1 (got {settings.n_tokens}).")
     if settings.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {settings.batch_size}).")
     if settings.layers not in LAYER_CHOICES:
@@ -564,7 +564,7 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
     measured_here: set[str] = set()
     prefetcher = Prefetcher(todo, load, enabled=settings.prefetch)
     try:
-        for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo)):
+        for (m, ckpt), outcome in track(prefetcher, "sweep", total=len(todo), unit="checkpoints"):
             if outcome.value is None and outcome.error is None:
                 summary.skipped += 1
                 continue
