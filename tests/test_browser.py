@@ -77,12 +77,16 @@ def test_every_image_decodes_with_nonzero_size(page_of):
 
 
 def rendered_table(page, name: str) -> list[dict[str, str]]:
-    """Rows of a rendered table as {header: visible cell text}."""
+    """Rows of a rendered table as {header: visible cell text} (a table shown transposed is turned back)."""
     return page.evaluate(
         """name => { const t = document.querySelector(`table[data-table="${name}"]`);
             const head = Array.from(t.querySelectorAll('thead th')).map(th => th.innerText.trim());
-            return Array.from(t.querySelectorAll('tbody tr')).map(tr => Object.fromEntries(
-                Array.from(tr.children).map((td, i) => [head[i], td.innerText.trim()]))); }""",
+            const body = Array.from(t.querySelectorAll('tbody tr')).map(tr => Array.from(tr.children).map(c => c.innerText.trim()));
+            if (t.dataset.transposed) {
+                return head.slice(1).map((label, j) => Object.fromEntries(
+                    [[head[0], label], ...body.map(cells => [cells[0], cells[j + 1]])]));
+            }
+            return body.map(cells => Object.fromEntries(cells.map((text, i) => [head[i], text]))); }""",
         name,
     )
 
@@ -118,3 +122,66 @@ def test_first_screen_shows_the_diagnosis(page_of):
     box = page.locator("#diagnosis h2").bounding_box()
     assert box is not None and box["y"] < 900  # the diagnosis starts on the first screen
     assert page.locator("table[data-table=summary]").is_visible()
+
+
+# --- readability at two window widths -----------------------------------------------------------
+
+WIDTHS = (1400, 800)
+MIN_SCALE = 0.55  # lmsat.report.html.MIN_FIGURE_SCALE, restated: 8 pt legends at 130 dpi stay >= 8 px
+
+
+@pytest.fixture(scope="module")
+def layouts(page_of, html_report):
+    """At each width: page and viewport widths, every figure's drawn and shown width, every table's and its box's width,
+    every header's text; and a full-page screenshot in test-artifacts/report-<width>.png."""
+    browser = page_of[0].context.browser  # one Playwright per thread: reuse page_of's browser
+    out = {}
+    for width in WIDTHS:
+        page = browser.new_page(viewport={"width": width, "height": 1000})
+        page.goto(html_report.as_uri(), wait_until="load")
+        page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        out[width] = page.evaluate("""() => ({
+            page: document.documentElement.scrollWidth, viewport: window.innerWidth,
+            figures: Array.from(document.images).map(i => ({alt: i.alt, natural: i.naturalWidth,
+                shown: i.getBoundingClientRect().width, box: i.parentElement.clientWidth})),
+            tables: Array.from(document.querySelectorAll('table')).map(t => ({name: t.dataset.table || t.className,
+                width: t.getBoundingClientRect().width, box: (t.closest('.scroll') || t.parentElement).clientWidth,
+                main: document.querySelector('main').clientWidth})),
+            // column labels: the header row of a plain table, the first column of a transposed one (its header row holds record names)
+            headers: Array.from(document.querySelectorAll('table:not([data-transposed]) thead th, table[data-transposed] tbody th'))
+                .map(th => th.innerText.trim())})""")
+        (ROOT / "test-artifacts").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "test-artifacts" / f"report-{width}.png"), full_page=True)
+        page.close()
+    return out
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_page_never_scrolls_sideways(layouts, width):
+    assert layouts[width]["viewport"] == width
+    assert layouts[width]["page"] <= width
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_figures_are_shown_at_a_readable_scale(layouts, width):
+    figures = layouts[width]["figures"]
+    assert figures
+    for f in figures:
+        # never shrunk below MIN_SCALE of the drawn size, never drawn wider than drawn
+        assert f["shown"] >= MIN_SCALE * f["natural"] - 1, f
+        assert f["shown"] <= f["natural"] + 1, f
+    if width == 1400:  # on a wide window every figure fits its column without scrolling
+        assert all(f["shown"] <= f["box"] + 1 for f in figures)
+
+
+def test_tables_fit_the_page_at_1400_px(layouts):
+    for t in layouts[1400]["tables"]:
+        assert t["width"] <= t["box"] + 1 and t["width"] <= t["main"], t
+
+
+def test_headers_are_words_not_code(layouts):
+    import re
+
+    for text in layouts[1400]["headers"]:
+        assert not re.fullmatch(r"[a-z0-9]+(_[a-z0-9]+)+", text), f"snake_case header: {text}"
+        assert not text.startswith("{"), f"raw dict as header: {text}"

@@ -190,3 +190,10 @@ def test_demo_fetch_offline_or_unreachable_gives_one_note(tmp_path, monkeypatch)
     assert calls == ["brown"] and len(notes) == 1 and "no route to host" in notes[0]
     (tmp_path / "cache" / "brown").mkdir(parents=True)
     assert assets.fetch_for_demo(["brown"], offline=False) == [] and calls == ["brown"]  # cached: not fetched again
+
+
+def test_a_probe_limited_by_its_budget_is_not_read_as_evidence():
+    # The full-rank probe ends 1.7 nats above the own head (both rank d): the budget, not the rank, limits it.
+    v = verdict_of(64, "c", {32: 5.4, 64: 4.9}, 3.2, None, None, [])
+    assert v["status"] == "inconclusive" and "cannot tell" in v["reason"]
+    assert v["evidence"]["full-rank probe head above the model's own head, nats/token (both rank d)"] == pytest.approx(1.7)

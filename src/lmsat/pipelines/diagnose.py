@@ -50,6 +50,9 @@ CONFIG_FILE = "diagnose.json"
 # A rank change that moves the probe loss by less than this (nats/token) is called negligible
 # (the same tolerance as the report's rank-probe finding, lmsat.report.diagnosis.PROBE_TOLERANCE).
 TOLERANCE = 0.05
+# A full-rank probe head this far above the model's own head (nats/token) is limited by the probe's budget, not its rank:
+# the probe's rank comparisons are then not read as evidence (the model's own head has rank d too).
+BUDGET_LIMITED = 0.5
 BINDING, PARTIAL, NOT_BINDING, UNKNOWN = "binding", "partly binding", "not binding", "inconclusive"
 
 
@@ -366,10 +369,19 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
             previous = losses[quarter] - losses[half]
             evidence[f"cost of the previous halving, r = {quarter} -> {half}, nats/token (probe)"] = previous
         probe_says = halving > TOLERANCE
-        reasons.append(
-            f"on the frozen representations, a head of rank {half} is {halving:.3f} nats/token worse than one of rank d = {d} "
-            + ("(more than the %.2g-nat tolerance: the loss is still falling with rank at r = d, so more rank would help)" % TOLERANCE
-               if probe_says else "(within the %.2g-nat tolerance: the representations do not use the top half of d's rank)" % TOLERANCE))
+        behind = losses[d] - own_loss if own_loss is not None else None
+        if behind is not None and behind > BUDGET_LIMITED:
+            probe_says = None
+            evidence["full-rank probe head above the model's own head, nats/token (both rank d)"] = behind
+            reasons.append(
+                f"the rank probe cannot tell: its full-rank head ends {behind:.2f} nats/token above the model's own head, which has the "
+                f"same rank d, so the probe's budget ({train} tokens, {settings.get('steps', '?')} steps), not the rank, limits its losses "
+                "(a larger --budget, ideally on a GPU, trains the heads long enough)")
+        else:
+            reasons.append(
+                f"on the frozen representations, a head of rank {half} is {halving:.3f} nats/token worse than one of rank d = {d} "
+                + ("(more than the %.2g-nat tolerance: the loss is still falling with rank at r = d, so more rank would help)" % TOLERANCE
+                   if probe_says else "(within the %.2g-nat tolerance: the representations do not use the top half of d's rank)" % TOLERANCE))
     else:
         reasons.append("the rank probe has no pair of ranks d/2 and d to compare")
 
