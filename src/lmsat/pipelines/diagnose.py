@@ -53,6 +53,9 @@ TOLERANCE = 0.05
 # A full-rank probe head this far above the model's own head (nats/token) is limited by the probe's budget, not its rank:
 # the probe's rank comparisons are then not read as evidence (the model's own head has rank d too).
 BUDGET_LIMITED = 0.5
+# A head trained for fewer steps than this that training moved by more than BUDGET_LIMITED is taken as still improving
+# (the records keep no loss curve to check convergence with): its loss only bounds the halving cost from above.
+MIN_SETTLED_STEPS = 100
 BINDING, PARTIAL, NOT_BINDING, UNKNOWN = "binding", "partly binding", "not binding", "inconclusive"
 
 
@@ -303,22 +306,27 @@ def _final(rec: Record) -> bool:
     return rec.results.get("stage", "final") == "final"
 
 
-def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[str, Any] | None]:
-    """({rank: held-out loss} of the trained low-rank heads and the trained full-rank head, own-head loss, own-head results)."""
+def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[int, float]]:
+    """({rank: held-out loss} of the trained low-rank and full-rank heads, the best final run per rank; own-head loss;
+    {rank: held-out loss before training} of those best runs, when recorded)."""
     from lmsat.experiments.rank_probe import KIND as PROBE, REF_KIND
 
     losses: dict[int, float] = {}
-    for rec in store.records(PROBE):
-        if _final(rec) and rec.results.get("loss") is not None:
-            losses[int(rec.results["rank"])] = float(rec.results["loss"])
-    own, own_results = None, None
-    for rec in store.records(REF_KIND):
+    start: dict[int, float] = {}
+    own = None
+    for rec in [*store.records(PROBE), *store.records(REF_KIND)]:
         res = rec.results
         if res.get("head") == "own":
-            own, own_results = float(res["loss"]), res
+            own = float(res["loss"])
         elif _final(rec) and res.get("loss") is not None and res.get("rank") is not None:
-            losses[int(res["rank"])] = float(res["loss"])
-    return losses, own, own_results
+            r, loss = int(res["rank"]), float(res["loss"])
+            if r not in losses or loss < losses[r]:
+                losses[r] = loss
+                if res.get("step0_loss") is not None and res.get("lr"):
+                    start[r] = float(res["step0_loss"])
+                else:
+                    start.pop(r, None)
+    return losses, own, start
 
 
 def _corpus_name(data: str) -> str:
@@ -326,7 +334,8 @@ def _corpus_name(data: str) -> str:
 
 
 def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | None, probe_inputs: dict[str, Any] | None,
-               ngram: dict[str, Any] | None, model_caveats: list[str], truncation: dict[int, float] | None = None) -> dict[str, Any]:
+               ngram: dict[str, Any] | None, model_caveats: list[str], truncation: dict[int, float] | None = None,
+               start: dict[int, float] | None = None) -> dict[str, Any]:
     """The verdict from stored numbers only (pure).
 
     ``losses``: held-out loss (nats/token) of heads of rank r trained on the frozen
@@ -370,7 +379,15 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
             evidence[f"cost of the previous halving, r = {quarter} -> {half}, nats/token (probe)"] = previous
         probe_says = halving > TOLERANCE
         behind = losses[d] - own_loss if own_loss is not None else None
-        if behind is not None and behind > BUDGET_LIMITED:
+        moved = (start or {}).get(half, losses[half]) - losses[half]  # how far training moved the rank-d/2 head
+        if probe_says and moved > BUDGET_LIMITED and int(settings.get("steps") or 0) < MIN_SETTLED_STEPS:
+            probe_says = None
+            evidence[f"training moved the rank-{half} head by, nats/token (from {start[half]:.3f})"] = moved
+            reasons.append(
+                f"the rank-{half} head was still improving fast ({start[half]:.3f} -> {losses[half]:.3f} nats/token in "
+                f"{settings.get('steps', '?')} steps), so its loss is an upper bound and the halving cost ({halving:.3f} nats/token) "
+                "can rule the bottleneck out but not in (a larger --budget trains it further)")
+        elif behind is not None and behind > BUDGET_LIMITED:
             probe_says = None
             evidence["full-rank probe head above the model's own head, nats/token (both rank d)"] = behind
             reasons.append(
@@ -450,7 +467,10 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
 
     if own_loss is not None and d in losses:
         diff = losses[d] - own_loss
-        if diff > 0:
+        if abs(diff) < 0.005:
+            own_note = (f"The full-rank probe head ({losses[d]:.3f}) and the model's own head ({own_loss:.3f}) agree: the probe kept the "
+                        "own head it started from (its SVD at full rank), which no training step on this sample improved.")
+        elif diff > 0:
             evidence["own head better than the full-rank probe by, nats/token"] = diff
             own_note = (
                 f"The model's own head ({own_loss:.3f}) beats every probe head, the full-rank one included ({losses[d]:.3f}): it was "
@@ -506,14 +526,14 @@ def write_verdict(out: Path, b: Budget) -> Record:
         raise UserError(f"'{out}' has no head record; re-run lmsat diagnose to measure it.")
     head = heads[-1]
     d = int(head.inputs["hidden_size"])
-    losses, own, _ = probe_losses(store)
+    losses, own, start = probe_losses(store)
     refs = [r for r in store.records(REF_KIND) if r.results.get("head") == "own"]
     probe_inputs = refs[-1].inputs if refs else None
     grams = store.records(NGRAM)
     ngram = {"results": grams[-1].results, "inputs": grams[-1].inputs} if grams else None
     trunc = next((r for r in store.records(REF_KIND) if r.results.get("head") == "svd-truncation"), None)
     truncation = dict(zip(trunc.results["ranks"], trunc.results["losses"])) if trunc is not None else None
-    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation)
+    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation, start)
     sources = sorted(f"{r.kind}/{r.key}" for kind in store.kinds() if kind != KIND for r in store.records(kind))
     inputs = {"model": config["model"], "data": config["data"], "budget": b.describe(), "hidden_size": d,
               "sources": fingerprint(sources), "lmsat_version": __version__}
