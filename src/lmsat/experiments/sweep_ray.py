@@ -45,7 +45,6 @@ from lmsat.experiments.sweep import (
     SweepSettings,
     SweepSummary,
     _attempt,
-    _empty_results,
     _evict,
     _hash_index,
     checkpoint_results,
@@ -187,13 +186,15 @@ def run_sweep_distributed(
 
         for done in track(executor.map(measure, args, resources), "sweep (Ray)", total=len(jobs), unit="checkpoints"):
             m, ckpt = jobs[done.index]
-            if done.value is not None:
-                results, arrays = done.value
-            else:
-                results, arrays = _empty_results(), None
-                results["n_params"] = plan.n_params[m.model]
-                results["error"] = (done.error or "the task gave no result")[:500]
-                results["wall_time_s"] = done.seconds
+            if done.value is None:
+                # the cluster lost the task on every try (dead workers, a lost node): nothing is known
+                # about the checkpoint, so no record is written and the next run measures it again
+                held.pop(ckpt.key).close()
+                summary.failed.append(ckpt.key)
+                if say:
+                    say(f"not measured: {ckpt.key}: {(done.error or 'the task gave no result')[:300]} (re-run to retry)")
+                continue
+            results, arrays = done.value
             results["wall_time_s"] = round(float(results["wall_time_s"] or 0.0), 4)
             inputs = sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model])
             repointed = _write(store, index, ckpt, inputs, results, arrays)
