@@ -100,7 +100,7 @@ class DemoResult:
 def check_output(output: Path, config: DemoConfig) -> None:
     """The output folder is new, or holds a demo of the same configuration (so it resumes)."""
     if output.exists() and not output.is_dir():
-        raise UserError(f"'{output}' is a file; give a folder for the demo (e.g. --output lmsat-demo).")
+        raise UserError(f"'{output}' is a file; give a folder for the demo (e.g. --output lmsat-runs/demo).")
     marker = output / CONFIG_FILE
     if marker.is_file():
         try:
