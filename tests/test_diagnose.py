@@ -210,3 +210,20 @@ def test_an_undertrained_low_rank_head_cannot_show_binding():
     assert verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 4.2})["status"] == "binding"
     probe["settings"]["steps"] = 2000  # a long run that moved far has settled
     assert verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 9.0})["status"] == "binding"
+
+
+def test_progress_logs_lines_with_units_and_never_blank_lines_off_a_terminal(capsys, monkeypatch):
+    from lmsat import progress
+
+    monkeypatch.setenv("LMSAT_PROGRESS", "1")
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a line per item, to see the ETA
+    assert not progress.live()  # pytest's captured stderr is not a terminal
+    assert list(progress.track(range(4), "demo work", unit="batches")) == [0, 1, 2, 3]
+    with progress.status("loading a model"):
+        pass
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines and all(line.strip() for line in lines)  # no blank lines
+    assert lines[0] == "demo work: started, 4 batches"
+    assert "2/4 batches" in err and "ETA" in err and "demo work: 4 batches in 0:00:00" in err
+    assert lines[-2:] == ["loading a model ...", "loading a model: done in 0:00:00"]
