@@ -75,9 +75,13 @@ def test_cli_writes_table_figures_and_one_record_per_run(cli, tiny_llama, brown_
     s = torch.linalg.svdvals(w).numpy()
     for r, werr in zip(table["rank"][:2], table["w_error"][:2]):
         assert werr == pytest.approx(np.sqrt((s[r:] ** 2).sum() / (s**2).sum()), rel=1e-6)
-    assert len(list((tmp_path / "rank_probe").glob("*.json"))) == 2 * RUNS_PER_HEAD
-    assert len(list((tmp_path / "rank_probe").glob("*final.npz"))) == 2  # per-token held-out losses
-    assert len(list((tmp_path / "rank_probe_ref").glob("*.json"))) == RUNS_PER_HEAD + 1
+    per_head = RUNS_PER_HEAD + 1  # the CLI's default --init svd also records the untrained truncation (rate 0) as a search run
+    assert len(list((tmp_path / "rank_probe").glob("*.json"))) == 2 * per_head
+    from lmsat.store import Store
+
+    finals = [r for r in Store(tmp_path).records("rank_probe") if r.key.endswith("final")]
+    assert len(finals) == 2 and all(r.path.with_suffix(".npz").is_file() for r in finals)  # per-token held-out losses
+    assert len(list((tmp_path / "rank_probe_ref").glob("*.json"))) == per_head + 2  # + own head, + SVD-truncation curve
     for name in ("rank_probe_loss", "rank_probe_w_error", "rank_probe_lr"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
     assert "own" in res.stdout and "held-out loss" in res.stdout
