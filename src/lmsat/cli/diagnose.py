@@ -37,11 +37,11 @@ def diagnose(
 
     Example: lmsat diagnose ~/.cache/lmsat/smollm2-hf --data ~/.cache/lmsat/brown (writes lmsat-runs/diagnose-smollm2-hf/report.html).
     """
-    from lmsat.cli import validate as v
-    from lmsat.pipelines.diagnose import run_diagnose
+    from lmsat.cli import validate
+    from lmsat.pipelines.diagnose import default_output, run_diagnose
 
-    if output is not None:
-        v.check_output_dir(output)
+    output = output if output is not None else default_output(model)
+    validate.check_output_dir(output)  # the default folder too: an unwritable working directory is one line
     result = run_diagnose(model, data, output, budget=budget, revision=revision, revisions=revisions, gguf_file=gguf_file, dtype=dtype,
                           device=device, trust_remote_code=trust_remote_code, text_field=text_field, data_config=data_config,
                           split=split, streaming=streaming, say=say)

@@ -42,6 +42,7 @@ from typing import Any
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.experiments.rank_probe.settings import SVD_LR_GRID
 from lmsat.store import Record, Store, atomic_write_json, fingerprint
 
 KIND = "verdict"
@@ -84,16 +85,19 @@ class Budget:
 
 
 # Costs measured with SmolLM2-135M (d = 576, V = 49,152) on the Brown corpus: docs/report.md.
+# The probes start from the SVD truncation of the model's own head, so their learning rates come
+# from the SVD grid (rates of 1e-3 and more wreck the truncation: docs/rank-probe.md). The search
+# compares each rate with the untrained truncation (rate 0), so it needs search steps even for one rate.
 BUDGETS: dict[str, Budget] = {
     "quick": Budget("quick", anisotropy_tokens=2048, seq_len=128, ngram_n=3, ngram_max_tokens=300_000, ngram_max_contexts=4000,
-                    ngram_top_k=None, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=30, probe_search_steps=0,
-                    probe_lr_grid=(3e-3,), probe_batch_tokens=256, probe_ranks=2, sweep_tokens=4096),
+                    ngram_top_k=None, probe_train_tokens=8192, probe_eval_tokens=2048, probe_steps=30, probe_search_steps=10,
+                    probe_lr_grid=(1e-4,), probe_batch_tokens=256, probe_ranks=2, sweep_tokens=4096),
     "standard": Budget("standard", anisotropy_tokens=8192, seq_len=256, ngram_n=5, ngram_max_tokens=None, ngram_max_contexts=16_000,
                        ngram_top_k=None, probe_train_tokens=32768, probe_eval_tokens=4096, probe_steps=200, probe_search_steps=10,
-                       probe_lr_grid=(1e-3, 3e-3, 1e-2), probe_batch_tokens=512, probe_ranks=3, sweep_tokens=16384),
+                       probe_lr_grid=SVD_LR_GRID, probe_batch_tokens=512, probe_ranks=3, sweep_tokens=16384),
     "study": Budget("study", anisotropy_tokens=50_000, seq_len=1024, ngram_n=5, ngram_max_tokens=None, ngram_max_contexts=None,
                     ngram_top_k=None, probe_train_tokens=1_000_000, probe_eval_tokens=50_000, probe_steps=2000, probe_search_steps=50,
-                    probe_lr_grid=(1e-3, 3e-3, 1e-2, 3e-2), probe_batch_tokens=8192, probe_ranks=5, sweep_tokens=50_000),
+                    probe_lr_grid=SVD_LR_GRID, probe_batch_tokens=8192, probe_ranks=5, sweep_tokens=50_000),
 }
 
 
@@ -135,12 +139,13 @@ def is_series(model: str, revisions: str | None) -> bool:
     return revisions is not None and not path.exists()
 
 
-def check_output(output: Path, model: str, data: str, budget: Budget) -> None:
-    """The output is new, or holds a diagnosis of the same model, corpus and budget (so it resumes)."""
+def check_output(output: Path, want: dict[str, Any]) -> None:
+    """The output is new, or holds a diagnosis of exactly these inputs (``want``: model, revision(s),
+    GGUF file, dtype, corpus, budget), so it resumes; a folder of other inputs is refused, since the
+    verdict reads every record in it."""
     if output.exists() and not output.is_dir():
         raise UserError(f"'{output}' is a file; give a folder with -o (e.g. -o lmsat-runs/diagnose).")
     marker = output / CONFIG_FILE
-    want = {"model": model, "data": data, "budget": budget.describe()}
     if marker.is_file():
         try:
             previous = json.loads(marker.read_text())
@@ -148,8 +153,8 @@ def check_output(output: Path, model: str, data: str, budget: Budget) -> None:
             previous = None
         if previous != want:
             raise UserError(
-                f"'{output}' holds a diagnosis of other inputs ({_describe(previous)}); re-run with the same MODEL, --data and "
-                "--budget to continue it, or give another -o."
+                f"'{output}' holds a diagnosis of other inputs ({_describe(previous)}); re-run with the same MODEL, --data, "
+                "model and corpus options and --budget to continue it, or give another -o."
             )
     elif output.is_dir() and any(output.iterdir()):
         raise UserError(f"'{output}' is not empty and holds no lmsat diagnosis; give another -o (or an empty folder).")
@@ -207,9 +212,11 @@ def run_diagnose(
     from lmsat.loading.models import get_hidden_size
 
     d = int(get_hidden_size(load_config(spec)))  # a model that cannot load fails here, before anything is written
-    check_output(out, model, data, b)
+    identity = {"model": model, "data": data, "budget": b.describe(), "revision": revision, "revisions": revisions,
+                "gguf_file": gguf_file, "dtype": dtype, "corpus": json.loads(json.dumps(corpus.describe()))}
+    check_output(out, identity)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / CONFIG_FILE, {"model": model, "data": data, "budget": b.describe()})
+    atomic_write_json(out / CONFIG_FILE, identity)
 
     result = DiagnoseResult(output=out, report=out / REPORT, verdict={})
     ranks = probe_ranks(d, b.probe_ranks)
