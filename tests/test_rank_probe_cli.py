@@ -227,3 +227,17 @@ def test_svd_init_starts_at_the_own_head_and_other_heads_run_from_the_cli(cli, t
     V, d, K, r = own.results["head_info"]["vocab_rows"], full.results["rank"], 4, 4
     assert mos.results["n_parameters"] == r * (V + d) + (d * K + K) + K * d * d + K * d
     assert "|mos:4|svd|r=4|" in mos.key
+
+
+def test_a_run_directory_refuses_probes_of_the_same_model_on_another_corpus(cli, clean_run, tiny_llama, kjv_dir, tmp_path):
+    """Keys name model, head and rank; the corpus is checked from the stored records, so a re-run on
+    other text is refused (one line, exit 2, nothing written) instead of returning the first corpus's losses."""
+    import shutil
+
+    from contract import assert_user_error, snapshot
+
+    out = tmp_path / "run"
+    shutil.copytree(clean_run, out)
+    before = snapshot(out)
+    res = cli("rank-probe", tiny_llama, "-d", kjv_dir, "--ranks", "4,8", "-o", out, *ARGS, "--init", "gaussian")
+    assert_user_error(res, out, "another corpus", before=before)

@@ -243,15 +243,34 @@ def _model_records(store: Store, key: str) -> list[Record]:
     return store.records(KIND, mine) + store.records(REF_KIND, mine)
 
 
-def check_resumable(store: Store, plans: list[_Plan], settings: ProbeSettings, force: bool) -> None:
-    """Existing records of a model must come from the same settings (else: --force or another run dir)."""
+def _same_corpus(stored: Any, want: dict[str, Any]) -> bool:
+    """The stored corpus description matches on every field both know (older records lack newer fields)."""
+    if not isinstance(stored, dict):
+        return True  # records without a stored corpus cannot be told apart; keep them
+    return all(stored[k] == want[k] for k in stored.keys() & want.keys())
+
+
+def check_resumable(store: Store, plans: list[_Plan], settings: ProbeSettings, corpus: CorpusSpec, force: bool) -> None:
+    """Existing records of a model must come from the same settings and corpus (else: --force or another run dir).
+
+    The keys name the model, head and rank only; the settings hash and the corpus stored with each
+    record are what make two runs on other inputs distinct, so both are checked before anything is written.
+    """
+    import json
+
     want = settings.results_hash()
+    want_corpus = json.loads(json.dumps(corpus.describe()))
     for plan in plans:
-        other = [r for r in _model_records(store, plan.key) if r.inputs.get("settings_hash") != want]
+        recs = _model_records(store, plan.key)
+        other = [r for r in recs if r.inputs.get("settings_hash") != want]
+        what = "other settings"
+        if not other:
+            other = [r for r in recs if not _same_corpus((r.inputs.get("token_sample") or {}).get("corpus"), want_corpus)]
+            what = "another corpus (--data and its options)"
         if other and not force:
             raise UserError(
-                f"'{store.root}' holds rank-probe results for {plan.spec.label} made with other settings "
-                f"(e.g. {other[0].key}); use another --output, the same settings, or --force to recompute them."
+                f"'{store.root}' holds rank-probe results for {plan.spec.label} made with {what} "
+                f"(e.g. {other[0].key}); use another --output, the same inputs, or --force to recompute them."
             )
 
 
@@ -316,7 +335,7 @@ def run_rank_probe(
     plans = plan_models(specs, ranks)
     check_corpus(corpus)
     store = Store(output)
-    check_resumable(store, plans, settings, force)
+    check_resumable(store, plans, settings, corpus, force)
     out: list[Record] = []
     for plan in plans:
         if force:
