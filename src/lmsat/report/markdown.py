@@ -38,9 +38,11 @@ def table_md(frame: pd.DataFrame) -> str:
 
 
 def md_text(text: Any) -> str:
-    """Escape Markdown's inline markup in a user-named or record-held string."""
-    out = str(text)
-    for ch in "\\`*_[]<>|#":
+    """Any string that can hold a user's name (models, folders, kinds, titles, record text) as inert
+    Markdown: HTML special characters as entities (a model named ``<script>`` stays text in any
+    renderer), then Markdown's inline markup backslash-escaped, on one line."""
+    out = _esc(text)
+    for ch in "\\`*_[]|#!":
         out = out.replace(ch, "\\" + ch)
     return out.replace("\n", " ")
 
@@ -60,15 +62,18 @@ def verdict_md(verdicts: list[dict[str, Any]]) -> list[str]:
 
 
 def _rel(path: Path, base: Path) -> str:
-    return Path(os.path.relpath(path, base)).as_posix()
+    """The link target of a file, relative to the report, percent-encoded (a folder name is never markup)."""
+    from urllib.parse import quote
+
+    return quote(Path(os.path.relpath(path, base)).as_posix())
 
 
 def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence: dict[str, Path], sections: list[Section],
                     summary: pd.DataFrame, base: Path) -> str:
-    kinds = ", ".join(f"{k} ({n})" for k, n in meta["kinds"].items())
-    out = [f"# {_esc(meta['title'])}\n",
-           f"Generated {now_iso()} by lmsat {__version__} from {', '.join(f'`{d}`' for d in meta['run_dirs'])}. "
-           f"Records: {kinds}. Tables as CSV in `{meta['files']}/`. Every number is read from stored results.\n",
+    kinds = ", ".join(f"{md_text(k)} ({n})" for k, n in meta["kinds"].items())
+    out = [f"# {md_text(meta['title'])}\n",
+           f"Generated {now_iso()} by lmsat {__version__} from {', '.join(md_text(d) for d in meta['run_dirs'])}. "
+           f"Records: {kinds}. Tables as CSV in {md_text(meta['files'])}/. Every number is read from stored results.\n",
            *verdict_md(meta.get("verdicts", [])),
            "## Diagnosis\n"]
     if len(summary):
@@ -76,24 +81,24 @@ def render_markdown(meta: dict[str, Any], diags: list[ModelDiagnosis], evidence:
     else:
         out.append("These run directories hold no model-level result, so there is no model to diagnose.\n")
     for m in diags:
-        out.append(f"### {_esc(m.model)} — {_esc(m.overall)}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
+        out.append(f"### {md_text(m.model)} — {md_text(m.overall)}\n\nhidden size d = {fmt_cell(m.hidden_size)}\n")
         for f in m.findings:
-            out.append(f"**{_esc(f.topic)}** ({_esc(f.status)}). {_esc(f.verdict)}\n")
+            out.append(f"**{md_text(f.topic)}** ({md_text(f.status)}). {md_text(f.verdict)}\n")
             out.append(table_md(pd.DataFrame({"evidence": list(f.numbers), "value": [fmt_cell(v) for v in f.numbers.values()]})))
             for c in f.caveats:
-                out.append(f"> {_esc(c)}\n")
+                out.append(f"> {md_text(c)}\n")
         if m.model in evidence:
-            out.append(f"![evidence for {_esc(m.model)}]({_rel(evidence[m.model], base)})\n")
+            out.append(f"![evidence for {md_text(m.model)}]({_rel(evidence[m.model], base)})\n")
         for c in m.caveats:
             if c != CONTESTED:
-                out.append(f"- Caveat: {_esc(c)}")
+                out.append(f"- Caveat: {md_text(c)}")
         out.append("")
     out.append(f"> **Read with care.** {CONTESTED}\n")
     for sec in sections:
-        out.append(f"## {sec.title}\n\n{sec.intro}\n")
+        out.append(f"## {md_text(sec.title)}\n\n{md_text(sec.intro)}\n")
         for fig in sec.figures:
-            out.append(f"![{fig.title}]({_rel(fig.path, base)})\n\n_{fig.caption}_\n")
+            out.append(f"![{md_text(fig.title)}]({_rel(fig.path, base)})\n\n_{md_text(fig.caption)}_\n")
         for t in sec.tables:
-            out.append(f"**{t.title}**\n\n{table_md(t.frame)}")
+            out.append(f"**{md_text(t.title)}**\n\n{table_md(t.frame)}")
     out.append("---\nStudy: Godey, de la Clergerie, Sagot, arXiv 2404.07647. Counterpoint: arXiv 2602.20433.\n")
     return "\n".join(out)
