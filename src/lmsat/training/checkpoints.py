@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +11,13 @@ from typing import Any
 
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.store import atomic_open
+from lmsat.loading.checkpoints import step_from_name
 from lmsat.training.config import (
     METRICS,
     STATE_FILE,
     TRAIN_CONFIG,
 )
 
-_STEP_DIR = re.compile(r"^step(\d+)$")
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -31,9 +30,9 @@ def list_checkpoints(model_dir: str | Path) -> dict[int, Path]:
     if not model_dir.is_dir():
         return out
     for p in model_dir.iterdir():
-        m = _STEP_DIR.match(p.name)
-        if m and p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
-            out[int(m.group(1))] = p
+        step = step_from_name(p.name)  # the one checkpoint-name parser (training writes step<N>)
+        if step is not None and p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+            out[step] = p
     return dict(sorted(out.items()))
 
 
