@@ -1,7 +1,7 @@
 """`lmsat demo --quick` end to end: the report's diagnosis against the generator's known rank.
 
 The known rank R and the trained models' losses are read back from the stored records
-(language/synth/language.json, models/train/*.json), independently of the report code;
+(the language's synth record, models/train/*.json), independently of the report code;
 the report's summary table is parsed from its HTML.
 """
 
@@ -47,7 +47,10 @@ def test_demo_quick_writes_a_report_and_prints_its_summary(demo_run):
 
 def test_diagnosis_matches_the_generators_known_rank(demo_run):
     out, _, _ = demo_run
-    truth = json.loads((out / "language" / "synth" / "language.json").read_text())["results"]
+    from lmsat.store import Store
+    from lmsat.synth.truth import KEY, KIND
+
+    truth = json.loads(Store(out / "language").record_path(KIND, KEY).read_text())["results"]
     rank = truth["rank"]
     trains = {json.loads(p.read_text())["key"]: json.loads(p.read_text())["results"] for p in (out / "models" / "train").glob("*.json")}
     assert {r["hidden_size"] < rank for r in trains.values()} == {True, False}  # the family straddles R
@@ -75,7 +78,7 @@ def test_report_shows_the_ngram_dimension_stored(demo_run):
     out, _, _ = demo_run
     rec = json.loads(next((out / "results" / "ngram").glob("*.json")).read_text())
     table = parse((out / "report.html").read_text()).frame("ngram")
-    assert int(table["dim at W-error 0.5"].iloc[0]) == rec["results"]["dims_for_w_error"]["0.5"]
+    assert int(table["dimension at W-error 0.5"].iloc[0]) == rec["results"]["dims_for_w_error"]["0.5"]
 
 
 def test_rerun_continues_from_what_is_done(demo_run, cli):

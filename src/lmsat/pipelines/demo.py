@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from lmsat.errors import UserError
+from lmsat.pipelines import previous_inputs, run_stages
 from lmsat.store import atomic_write_json
 
 LANGUAGE, MODELS, RESULTS, SMOLLM2, REPORT = "language", "models", "results", "smollm2", "report.html"
@@ -99,22 +100,13 @@ class DemoResult:
 
 def check_output(output: Path, config: DemoConfig) -> None:
     """The output folder is new, or holds a demo of the same configuration (so it resumes)."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"'{output}' is a file; give a folder for the demo (e.g. --output lmsat-runs/demo).")
-    marker = output / CONFIG_FILE
-    if marker.is_file():
-        try:
-            previous = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous != config.describe():
-            mode = previous.get("name") if isinstance(previous, dict) else "another"
-            raise UserError(
-                f"'{output}' holds a {mode} demo with other settings; re-run with the same options to continue it, "
-                "or use another --output."
-            )
-    elif output.is_dir() and any(output.iterdir()):
-        raise UserError(f"'{output}' is not empty and holds no lmsat demo; use another --output (or an empty folder).")
+    previous = previous_inputs(output, CONFIG_FILE, "demo")
+    if previous is not None and previous != config.describe():
+        mode = previous.get("name") or "another" if isinstance(previous, dict) else "another"
+        raise UserError(
+            f"'{output}' holds a {mode} demo with other settings; re-run with the same options to continue it, "
+            "or use another --output."
+        )
 
 
 def run_demo(
@@ -145,12 +137,7 @@ def run_demo(
         ("SmolLM2-135M (real model)", lambda: result.notes.extend(stage_smollm2(output, config, device, say, offline))),
     ]
     n = len(stages) + 1
-    for i, (title, stage) in enumerate(stages, start=1):
-        say(f"[{i}/{n}] {title} ...")
-        start = time.perf_counter()
-        stage()
-        result.seconds[title] = time.perf_counter() - start
-        say(f"[{i}/{n}] {title}: done in {result.seconds[title]:.0f} s")
+    run_stages(stages, say, result.seconds, n)
     say(f"[{n}/{n}] writing the report ...")
     from lmsat.report import build_report
 

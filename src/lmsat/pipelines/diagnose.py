@@ -42,6 +42,7 @@ from typing import Any
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.pipelines import previous_inputs, run_stages
 from lmsat.experiments.rank_probe.settings import SVD_LR_GRID
 from lmsat.store import Record, Store, atomic_write_json, fingerprint
 
@@ -143,21 +144,12 @@ def check_output(output: Path, want: dict[str, Any]) -> None:
     """The output is new, or holds a diagnosis of exactly these inputs (``want``: model, revision(s),
     GGUF file, dtype, corpus, budget), so it resumes; a folder of other inputs is refused, since the
     verdict reads every record in it."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"'{output}' is a file; give a folder with -o (e.g. -o lmsat-runs/diagnose).")
-    marker = output / CONFIG_FILE
-    if marker.is_file():
-        try:
-            previous = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous != want:
-            raise UserError(
-                f"'{output}' holds a diagnosis of other inputs ({_describe(previous)}); re-run with the same MODEL, --data, "
-                "model and corpus options and --budget to continue it, or give another -o."
-            )
-    elif output.is_dir() and any(output.iterdir()):
-        raise UserError(f"'{output}' is not empty and holds no lmsat diagnosis; give another -o (or an empty folder).")
+    previous = previous_inputs(output, CONFIG_FILE, "diagnosis")
+    if previous is not None and previous != want:
+        raise UserError(
+            f"'{output}' holds a diagnosis of other inputs ({_describe(previous)}); re-run with the same MODEL, --data, "
+            "model and corpus options and --budget to continue it, or give another -o."
+        )
 
 
 def _describe(previous: Any) -> str:
@@ -231,12 +223,7 @@ def run_diagnose(
         n_ck = sum(len(m.checkpoints) for m in checkpoints)
         stages.append((f"checkpoint sweep ({n_ck} checkpoints)", lambda: stage_sweep(checkpoints, corpus, out, b, device, dtype)))
     n = len(stages) + 2
-    for i, (title, stage) in enumerate(stages, start=1):
-        say(f"[{i}/{n}] {title} ...")
-        start = time.perf_counter()
-        stage()
-        result.seconds[title] = time.perf_counter() - start
-        say(f"[{i}/{n}] done in {result.seconds[title]:.0f} s")
+    run_stages(stages, say, result.seconds, n)
     say(f"[{n - 1}/{n}] verdict ...")
     rec = write_verdict(out, b)
     result.verdict = rec.results
