@@ -207,6 +207,8 @@ CASES += [
     C("head-dtype-int8", *HEAD, "--dtype", "int8", expect="--dtype must be one of"),
     C("head-at-revision-on-local-folder", "head", "{neox}@v1", expect="'@v1' was given for the local model"),
     C("head-pickled-weights", "head", "{pickled}", "--device", "cpu", expect="refused to load the weights"),
+    C("anisotropy-pickled-weights", "anisotropy", "{pickled}", "-d", "{data}", "--tokens", "64", "--seq-len", "16", "--device", "cpu",
+      expect="refused to load the weights"),
     C("head-unknown-option", *HEAD, "--frobnicate", expect="No such option"),
     C("head-no-model", "head", expect="Missing argument"),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from lmsat.errors import UserError
 from lmsat.experiments.common import model_inputs, model_key
 from lmsat.experiments.representations import representation_pass
 from lmsat.kinds.anisotropy import AnisotropyRecord
@@ -42,13 +43,20 @@ def run_anisotropy(
     records = []
     for spec in specs:
         tokenizer = load_model_tokenizer(spec)
+        tokens_dir = Path(output) / "tokens"
+        before = set(tokens_dir.iterdir()) if tokens_dir.is_dir() else set()
         sample = get_token_sample(output, corpus, tokenizer, n_tokens, seq_len, seed)
         key = model_key(spec)
         done = store.get(KIND, key)
         if done and not force and done.inputs.get("token_sample", {}).get("hash") == sample.hash:
             records.append(done)
             continue
-        loaded = load_model(spec, require_causal=False)
+        try:
+            loaded = load_model(spec, require_causal=False)
+        except UserError:  # weights refused at load time (pickled objects, ...): leave no sample behind
+            for path in set(tokens_dir.iterdir()) - before:
+                path.unlink(missing_ok=True)
+            raise
         result = representation_pass(loaded, sample, batch_size=batch_size, layers="all", description=f"anisotropy {spec.label}")
         rec = AnisotropyRecord(
             key=key,
