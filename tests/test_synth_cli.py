@@ -154,7 +154,7 @@ def test_rerun_is_skipped_and_a_different_language_is_refused(small_language: Pa
         (["--vocab", 4, "--contexts", 20, "--rank", 2], "--contexts 20 exceeds the 4 possible 1-grams"),
         (["--family", "low-rank-probs", "--temperature", 2], "--temperature applies to --family low-rank-logits"),
         (["--family", "flat"], "--family must be one of"),
-        (["--vocab", 16, "--contexts", 8, "--rank", 2, "-n", 0], "--tokens and --heldout-tokens must be >= 1"),
+        (["--vocab", 16, "--contexts", 8, "--rank", 2, "-n", 0], "--tokens must be >= 1 (got 0)"),
     ],
 )
 def test_bad_synth_inputs_exit_2_with_one_line_and_no_files(tmp_path: Path, cli, args: list, message: str) -> None:
