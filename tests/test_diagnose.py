@@ -217,6 +217,7 @@ def test_progress_logs_lines_with_units_and_never_blank_lines_off_a_terminal(cap
 
     monkeypatch.setenv("LMSAT_PROGRESS", "1")
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a line per item, to see the ETA
+    monkeypatch.setattr(progress, "QUIET_UNDER_S", 0.0)  # show even these instant steps
     assert not progress.live()  # pytest's captured stderr is not a terminal
     assert list(progress.track(range(4), "demo work", unit="batches")) == [0, 1, 2, 3]
     with progress.status("loading a model"):
@@ -227,3 +228,25 @@ def test_progress_logs_lines_with_units_and_never_blank_lines_off_a_terminal(cap
     assert lines[0] == "demo work: started, 4 batches"
     assert "2/4 batches" in err and "ETA" in err and "demo work: 4 batches in 0:00:00" in err
     assert lines[-2:] == ["loading a model ...", "loading a model: done in 0:00:00"]
+
+
+def test_progress_holds_back_steps_shorter_than_the_quiet_threshold(capsys, monkeypatch):
+    """Off a terminal, a step that ends within QUIET_UNDER_S prints nothing; a longer one prints its
+    start line once the threshold passes (timer or tick) and its end line."""
+    import time
+
+    from lmsat import progress
+
+    monkeypatch.setenv("LMSAT_PROGRESS", "1")
+    monkeypatch.setattr(progress, "QUIET_UNDER_S", 0.3)
+    with progress.status("quick step"):
+        pass
+    assert list(progress.track(range(3), "quick loop", unit="items")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    with progress.status("slow step"):
+        time.sleep(0.6)
+    for _ in progress.track(range(2), "slow loop", unit="items"):
+        time.sleep(0.4)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "slow step ..." and lines[1].startswith("slow step: done in")
+    assert lines[2] == "slow loop: started, 2 items" and lines[-1].startswith("slow loop: 2 items in")

@@ -8,12 +8,16 @@
 On a terminal this is a live rich display. When stderr is not a terminal (a log file, CI,
 a pipe) nothing is redrawn: :func:`track` prints one line when it starts, at most one
 every :data:`LOG_EVERY_S` seconds, and one when it ends; :func:`status` prints one line when
-it starts and one when it ends; never blank lines. ``LMSAT_PROGRESS=0`` silences both.
+it starts and one when it ends; never blank lines. A step that ends within
+:data:`QUIET_UNDER_S` seconds prints nothing (its start line is held back until then), so a
+sweep of a hundred small checkpoints logs the sweep, not four lines per checkpoint.
+``LMSAT_PROGRESS=0`` silences both.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +29,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 T = TypeVar("T")
 console = Console(stderr=True)
 LOG_EVERY_S = 15.0
+QUIET_UNDER_S = 2.0
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+class _Deferred:
+    """A start line printed only once its step has run :data:`QUIET_UNDER_S` seconds (by a timer,
+    or at the first progress tick after that); ``shown`` tells the end line whether to print."""
+
+    def __init__(self, line: str) -> None:
+        self.line, self.shown, self._lock = line, False, threading.Lock()
+        self._timer: threading.Timer | None = None
+        if QUIET_UNDER_S <= 0:
+            self.show()
+        else:
+            self._timer = threading.Timer(QUIET_UNDER_S, self.show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def show(self) -> None:
+        with self._lock:
+            if not self.shown:
+                self.shown = True
+                _say(self.line)
+
+    def close(self) -> bool:
+        """Stop the timer; whether the start line was shown (then the end line is printed too)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            return self.shown
 
 
 def enabled() -> bool:
@@ -65,10 +102,11 @@ class _LineLog:
         self.description, self.total, self.unit = description, total, unit
         self.done = 0
         self.start = self.last = time.perf_counter()
-        self._print(f"{description}: started" + (f", {total:,} {unit}" if total is not None else ""))
+        self.started = _Deferred(f"{description}: started" + (f", {total:,} {unit}" if total is not None else ""))
 
     def _print(self, text: str) -> None:
-        console.print(text, highlight=False, markup=False, soft_wrap=True)
+        self.started.show()
+        _say(text)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -83,7 +121,8 @@ class _LineLog:
             self._print(f"{self.description}: {self.done:,}{of} {self.unit}, {_clock(elapsed)} elapsed{eta}")
 
     def finish(self) -> None:
-        self._print(f"{self.description}: {self.done:,} {self.unit} in {_clock(time.perf_counter() - self.start)}")
+        if self.started.close():
+            _say(f"{self.description}: {self.done:,} {self.unit} in {_clock(time.perf_counter() - self.start)}")
 
 
 def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "steps") -> Iterator[T]:
@@ -118,7 +157,12 @@ def status(description: str) -> Iterator[None]:
         with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=console, transient=True) as p:
             p.add_task(description, total=None)
             yield
+        shown = time.perf_counter() - start >= QUIET_UNDER_S
     else:
-        console.print(f"{description} ...", highlight=False, markup=False, soft_wrap=True)
-        yield
-    console.print(f"{description}: done in {_clock(time.perf_counter() - start)}", highlight=False, markup=False, soft_wrap=True)
+        started = _Deferred(f"{description} ...")
+        try:
+            yield
+        finally:
+            shown = started.close()
+    if shown:
+        _say(f"{description}: done in {_clock(time.perf_counter() - start)}")
