@@ -149,7 +149,7 @@ def probe_rank(
     else:
         best_lr = candidates[0]
     edges = {max(rates)} | ({min(rates)} if not settings.keeps_untrained else set())
-    at_edge = len(candidates) > 1 and best_lr in edges
+    at_edge = len(rates) > 1 and best_lr in edges  # a grid of one rate has no edge to report
     if at_edge:
         side = "largest" if best_lr == max(rates) else "smallest"
         warn(f"{prefix} {rank_label}: the chosen learning rate {best_lr:g} is the {side} of --lr-grid; "
