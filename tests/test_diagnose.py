@@ -210,6 +210,10 @@ def test_an_undertrained_low_rank_head_cannot_show_binding():
     assert verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 4.2})["status"] == "binding"
     probe["settings"]["steps"] = 2000  # a long run that moved far has settled
     assert verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 9.0})["status"] == "binding"
+    # ... unless its search chose the largest rate of the grid: it wanted to move faster, so it has not settled
+    pushing = verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 9.0}, at_grid_edge={32})
+    assert pushing["status"] == "inconclusive" and "largest learning rate" in pushing["reason"]
+    assert verdict_of(64, "c", {32: 4.0, 64: 3.3}, 3.25, probe, None, [], start={32: 4.2}, at_grid_edge={32})["status"] == "binding"
 
 
 def test_progress_logs_lines_with_units_and_never_blank_lines_off_a_terminal(capsys, monkeypatch):

@@ -300,13 +300,15 @@ def _final(rec: Record) -> bool:
     return rec.results.get("stage", "final") == "final"
 
 
-def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[int, float]]:
+def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[int, float], set[int]]:
     """({rank: held-out loss} of the trained low-rank and full-rank heads, the best final run per rank; own-head loss;
-    {rank: held-out loss before training} of those best runs, when recorded)."""
+    {rank: held-out loss before training} of those best runs, when recorded; the ranks whose best run chose the
+    largest learning rate of its grid, i.e. wanted to move faster than the grid allowed)."""
     from lmsat.experiments.rank_probe import KIND as PROBE, REF_KIND
 
     losses: dict[int, float] = {}
     start: dict[int, float] = {}
+    edge: set[int] = set()
     own = None
     for rec in [*store.records(PROBE), *store.records(REF_KIND)]:
         res = rec.results
@@ -320,7 +322,8 @@ def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[int
                     start[r] = float(res["step0_loss"])
                 else:
                     start.pop(r, None)
-    return losses, own, start
+                (edge.add if res.get("lr_at_grid_edge") else edge.discard)(r)
+    return losses, own, start, edge
 
 
 def _corpus_name(data: str) -> str:
@@ -329,7 +332,7 @@ def _corpus_name(data: str) -> str:
 
 def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | None, probe_inputs: dict[str, Any] | None,
                ngram: dict[str, Any] | None, model_caveats: list[str], truncation: dict[int, float] | None = None,
-               start: dict[int, float] | None = None) -> dict[str, Any]:
+               start: dict[int, float] | None = None, at_grid_edge: set[int] | None = None) -> dict[str, Any]:
     """The verdict from stored numbers only (pure).
 
     ``losses``: held-out loss (nats/token) of heads of rank r trained on the frozen
@@ -374,12 +377,18 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
         probe_says = halving > TOLERANCE
         behind = losses[d] - own_loss if own_loss is not None else None
         moved = (start or {}).get(half, losses[half]) - losses[half]  # how far training moved the rank-d/2 head
-        if probe_says and moved > BUDGET_LIMITED and int(settings.get("steps") or 0) < MIN_SETTLED_STEPS:
+        # Still moving: trained too briefly to have settled, or at the largest learning rate of its grid
+        # (the search wanted faster steps). Either way its loss only bounds the rank-half head's from above.
+        short = int(settings.get("steps") or 0) < MIN_SETTLED_STEPS
+        pushing = half in (at_grid_edge or set())
+        if probe_says and moved > BUDGET_LIMITED and (short or pushing):
             probe_says = None
             evidence[f"training moved the rank-{half} head by, nats/token (from {start[half]:.3f})"] = moved
+            why = (f"in {settings.get('steps', '?')} steps" if short else
+                   f"in {settings.get('steps', '?')} steps, at the largest learning rate of its grid")
             reasons.append(
-                f"the rank-{half} head was still improving fast ({start[half]:.3f} -> {losses[half]:.3f} nats/token in "
-                f"{settings.get('steps', '?')} steps), so its loss is an upper bound and the halving cost ({halving:.3f} nats/token) "
+                f"the rank-{half} head was still improving fast ({start[half]:.3f} -> {losses[half]:.3f} nats/token {why}), "
+                f"so its loss is an upper bound and the halving cost ({halving:.3f} nats/token) "
                 "can rule the bottleneck out but not in (a larger --budget trains it further)")
         elif behind is not None and behind > BUDGET_LIMITED:
             probe_says = None
@@ -520,14 +529,14 @@ def write_verdict(out: Path, b: Budget) -> Record:
         raise UserError(f"'{out}' has no head record; re-run lmsat diagnose to measure it.")
     head = heads[-1]
     d = int(head.inputs["hidden_size"])
-    losses, own, start = probe_losses(store)
+    losses, own, start, edge = probe_losses(store)
     refs = [r for r in store.records(REF_KIND) if r.results.get("head") == "own"]
     probe_inputs = refs[-1].inputs if refs else None
     grams = store.records(NGRAM)
     ngram = {"results": grams[-1].results, "inputs": grams[-1].inputs} if grams else None
     trunc = next((r for r in store.records(REF_KIND) if r.results.get("head") == "svd-truncation"), None)
     truncation = dict(zip(trunc.results["ranks"], trunc.results["losses"])) if trunc is not None else None
-    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation, start)
+    v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation, start, edge)
     sources = sorted(f"{r.kind}/{r.key}" for kind in store.kinds() if kind != KIND for r in store.records(kind))
     inputs = {"model": config["model"], "data": config["data"], "budget": b.describe(), "hidden_size": d,
               "sources": fingerprint(sources), "lmsat_version": __version__}
