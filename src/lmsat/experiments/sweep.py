@@ -597,15 +597,20 @@ def _measure_one(store: Store, plan: SweepPlan, settings: SweepSettings, samples
     store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
     if results["weights_hash"]:
         index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
+    record_outcome(summary, ckpt.key, results, say)
+
+
+def record_outcome(summary: SweepSummary, key: str, results: dict[str, Any], say: Callable[[str], None] | None) -> None:
+    """Count one stored checkpoint in ``summary`` and say when it failed or repeats another's weights (local and Ray)."""
     summary.measured += 1
     if results["status"] != "ok":
-        summary.failed.append(ckpt.key)
+        summary.failed.append(key)
         if say:
-            say(f"failed: {ckpt.key}: {results['error']}")
+            say(f"failed: {key}: {results['error']}")
     if results["duplicate_of"]:
-        summary.duplicates.append((ckpt.key, results["duplicate_of"]))
+        summary.duplicates.append((key, results["duplicate_of"]))
         if say:
-            say(f"duplicate weights: {ckpt.key} has the same weights as {results['duplicate_of']}")
+            say(f"duplicate weights: {key} has the same weights as {results['duplicate_of']}")
 
 
 def _evict(repo: str, revision: str, keep: set[str]) -> None:

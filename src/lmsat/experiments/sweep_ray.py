@@ -49,6 +49,7 @@ from lmsat.experiments.sweep import (
     _hash_index,
     checkpoint_results,
     load_checkpoint,
+    record_outcome,
     sweep_inputs,
     todo_checkpoints,
     token_samples,
@@ -199,15 +200,7 @@ def run_sweep_distributed(
             inputs = sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model])
             repointed = _write(store, index, ckpt, inputs, results, arrays)
             held.pop(ckpt.key).close()
-            summary.measured += 1
-            if results["status"] != "ok":
-                summary.failed.append(ckpt.key)
-                if say:
-                    say(f"failed: {ckpt.key}: {results['error']}")
-            if results["duplicate_of"]:
-                summary.duplicates.append((ckpt.key, results["duplicate_of"]))
-                if say:
-                    say(f"duplicate weights: {ckpt.key} has the same weights as {results['duplicate_of']}")
+            record_outcome(summary, ckpt.key, results, say)
             for key in repointed:
                 summary.duplicates = [d for d in summary.duplicates if d[0] != key] + [(key, ckpt.key)]
                 if say:
