@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from lmsat.kinds.base import UNSET, KindRecord, integer, number
-from lmsat.kinds.common import labelled, model_name
+from lmsat.kinds.base import UNSET, integer, number
+from lmsat.kinds.common import ModelRecord, labelled
 
 
 @dataclass(frozen=True)
-class AnisotropyRecord(KindRecord):
+class AnisotropyRecord(ModelRecord):
     KIND = "anisotropy"
     VERSION = 1
     WRITER = "lmsat anisotropy"
@@ -23,14 +23,6 @@ class AnisotropyRecord(KindRecord):
     last_layer_anisotropy: float = UNSET
     cross_entropy: float | None = UNSET
     is_causal: bool = UNSET
-
-    @property
-    def model(self) -> str:
-        return model_name(self.inputs)
-
-    @property
-    def hidden_size(self) -> int | None:
-        return integer(self.inputs.get("hidden_size"))
 
     @property
     def last(self) -> float | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lmsat.kinds.base import KindRecord, integer
 from lmsat.loading.checkpoints import step_from_name
 
 
@@ -33,3 +34,15 @@ def labelled(frame: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
 
 def drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all") if len(frame) else frame
+
+
+class ModelRecord(KindRecord):
+    """A record of one model's measurement: its display name and hidden size, read from the inputs."""
+
+    @property
+    def model(self) -> str:
+        return model_name(self.inputs)
+
+    @property
+    def hidden_size(self) -> int | None:
+        return integer(self.inputs.get("hidden_size"))

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmsat.kinds.base import UNSET, KindRecord, integer
-from lmsat.kinds.common import labelled, model_name
+from lmsat.kinds.base import UNSET, integer
+from lmsat.kinds.common import ModelRecord, labelled
 
 
 @dataclass(frozen=True)
-class HeadRecord(KindRecord):
+class HeadRecord(ModelRecord):
     KIND = "head"
     VERSION = 2
     READS = (1,)
@@ -38,14 +38,6 @@ class HeadRecord(KindRecord):
     w_error_d4: float = UNSET
     w_error_d2: float = UNSET
     head: dict[str, Any] = UNSET
-
-    @property
-    def model(self) -> str:
-        return model_name(self.inputs)
-
-    @property
-    def hidden_size(self) -> int | None:
-        return integer(self.inputs.get("hidden_size"))
 
     @property
     def vocab_rows(self) -> int | None:

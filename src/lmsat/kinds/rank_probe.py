@@ -13,12 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from lmsat.kinds.base import UNSET, KindRecord, integer, number, value
-from lmsat.kinds.common import drop_empty, labelled, model_name
+from lmsat.kinds.base import UNSET, integer, number, value
+from lmsat.kinds.common import ModelRecord, drop_empty, labelled
 
 
 @dataclass(frozen=True)
-class RankProbeRecord(KindRecord):
+class RankProbeRecord(ModelRecord):
     KIND = "rank_probe"
     VERSION = 1
     WRITER = "lmsat rank-probe"
@@ -41,14 +41,6 @@ class RankProbeRecord(KindRecord):
     steps: int = UNSET
     tokens_seen: int = UNSET
     seconds: float = UNSET
-
-    @property
-    def model(self) -> str:
-        return model_name(self.inputs)
-
-    @property
-    def hidden_size(self) -> int | None:
-        return integer(self.inputs.get("hidden_size"))
 
     @property
     def is_final(self) -> bool:
