@@ -132,21 +132,36 @@ def test_ray_sweep_gives_the_local_records_and_a_killed_worker_is_retried_once(r
     assert again.code == 0 and "skipped 5 already done" in again.stdout
 
 
-def test_ray_duplicate_flags_do_not_depend_on_the_order_tasks_finish(family, tmp_path):
-    """The copy (step18) arriving before the original (step15): the flag ends on step18 -> step15."""
-    from lmsat.experiments.sweep import _empty_results
-    from lmsat.experiments.sweep_ray import _write
+def test_duplicate_flags_do_not_depend_on_the_order_records_are_written(tmp_path):
+    """The one rule of local and Ray sweeps: the copy (step18) written before the original (step15) ends as step18 -> step15."""
+    from lmsat.experiments.sweep import SweepSummary, _empty_results, write_record
     from lmsat.loading.checkpoints import Checkpoint
 
-    store, index = Store(tmp_path), {}
-    order = [18, 15, 30, 12]  # 30 also a copy; 12 different weights
-    hashes = {18: "h", 15: "h", 30: "h", 12: "g"}
-    for step in order:
-        ck = Checkpoint(model="m", revision=f"step{step}", step=step, source="local", path=None)
-        results = {**_empty_results(), "status": "ok", "weights_hash": hashes[step]}
-        _write(store, index, ck, {"step": step}, results, None)
-    flags = {r.key: r.results["duplicate_of"] for r in store.records("sweep")}
-    assert flags == {"m@step18": "m@step15", "m@step15": None, "m@step30": "m@step15", "m@step12": None}
+    hashes = {18: "h", 15: "h", 30: "h", 12: "g"}  # 30 also a copy; 12 different weights
+    expected = {"m@step18": "m@step15", "m@step15": None, "m@step30": "m@step15", "m@step12": None}
+    for order in ([18, 15, 30, 12], [12, 30, 18, 15], [15, 18, 12, 30]):
+        store, index, summary, said = Store(tmp_path / "-".join(map(str, order))), {}, SweepSummary(), []
+        for step in order:
+            ck = Checkpoint(model="m", revision=f"step{step}", step=step, source="local", path=None)
+            results = {**_empty_results(), "status": "ok", "weights_hash": hashes[step]}
+            write_record(store, index, summary, ck, {"step": step}, results, None, said.append)
+        flags = {r.key: r.results["duplicate_of"] for r in store.records("sweep")}
+        assert flags == expected, order
+        assert sorted(summary.duplicates) == sorted((k, v) for k, v in expected.items() if v), order
+        assert summary.measured == 4
+
+
+def test_local_sweep_resumed_with_a_lower_step_gives_the_flags_of_one_run(family, local_run, brown_dir, tmp_path, cli):
+    """The copy (step18) measured first, its original (step15) in a later run: the records of one uninterrupted sweep."""
+    out = tmp_path / "resumed"
+    first = cli(*[a if a != REVISIONS else "18" for a in args(family, out, brown_dir)])
+    assert first.code == 0, first.stderr
+    second = cli(*args(family, out, brown_dir))
+    assert second.code == 0, second.stderr
+    assert "skipped 1 already done" in second.stdout
+    base = os.path.normpath(str(family))
+    assert f"duplicate weights: {base}@step18 has the same weights as {base}@step15" in second.stdout
+    assert_same(local_run, out)
 
 
 def test_ray_sweep_killed_midway_resumes_without_ray(ray_address, family, local_run, brown_dir, tmp_path, cli):

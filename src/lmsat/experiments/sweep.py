@@ -11,8 +11,8 @@ per tokenizer (``--tokens``, 50,000 by default as in the study):
   KL(p || uniform) with p = s^2 / sum s^2 (and ``singular_entropy_linear``
   with p = s / sum s), ``effective_rank`` exp(H(p));
 * ``weights_hash`` (sha256 of every tensor: name, dtype, shape, bytes) and
-  ``head_hash``; ``duplicate_of`` names an earlier record with equal weights
-  (published Pythia branches have served the wrong weights);
+  ``head_hash``; ``duplicate_of`` names the lowest-step record with equal weights
+  (published Pythia branches have served the wrong weights; :func:`write_record`);
 * ``wall_time_s``: seconds spent loading (and hashing) plus measuring it.
 
 Nothing is lost: each record is written atomically once its checkpoint is
@@ -38,6 +38,7 @@ import numpy as np
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.sweep import SweepRecord
 from lmsat.loading.checkpoints import (
     Checkpoint,
     SweepModel,
@@ -461,14 +462,6 @@ def _hash_index(store: Store) -> dict[str, list[tuple[int, str]]]:
     return index
 
 
-def _duplicate_of(index: dict[str, list[tuple[int, str]]], weights_hash: str | None, key: str) -> str | None:
-    """The stored record with the same weights (lowest step, then key), other than ``key`` itself."""
-    if not weights_hash:
-        return None
-    others = sorted(x for x in index.get(weights_hash, []) if x[1] != key)
-    return others[0][1] if others else None
-
-
 def todo_checkpoints(store: Store, models: Sequence[SweepModel], retry_failed: bool) -> tuple[list[tuple[SweepModel, Checkpoint]], int]:
     """(checkpoints still to measure in sweep order, number skipped because done)."""
     todo, skipped = [], 0
@@ -592,12 +585,50 @@ def _measure_one(store: Store, plan: SweepPlan, settings: SweepSettings, samples
                  outcome: Outcome[LoadedCheckpoint], say: Callable[[str], None] | None) -> None:
     """Measure one claimed checkpoint and write its record (failed ones too)."""
     results, arrays = checkpoint_results(outcome, plan.n_params[m.model], samples[m.model], settings, ckpt.key)
-    results["duplicate_of"] = _duplicate_of(index, results["weights_hash"], ckpt.key)
     results["wall_time_s"] = round(results["wall_time_s"], 4)
-    store.put(KIND, ckpt.key, sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model]), results, arrays)
-    if results["weights_hash"]:
-        index.setdefault(results["weights_hash"], []).append((ckpt.step, ckpt.key))
+    inputs = sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model])
+    write_record(store, index, summary, ckpt, inputs, results, arrays, say)
+
+
+def _put(store: Store, key: str, inputs: dict[str, Any], results: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> None:
+    """Write one sweep record through its kind (results that are no field, ``layers``, go to ``extra``)."""
+    fields = set(SweepRecord.result_fields())
+    typed = {k: v for k, v in results.items() if k in fields}
+    extra = {k: v for k, v in results.items() if k not in fields}
+    SweepRecord(key=key, inputs=inputs, extra=extra, **typed).put(store, arrays)
+
+
+def write_record(store: Store, index: dict[str, list[tuple[int, str]]], summary: SweepSummary, ckpt: Checkpoint,
+                 inputs: dict[str, Any], results: dict[str, Any], arrays: dict[str, np.ndarray] | None,
+                 say: Callable[[str], None] | None) -> None:
+    """Store one checkpoint's record with its duplicate flag; the one rule of local and Ray sweeps.
+
+    Duplicate weights: among the records with the same ``weights_hash``, the lowest
+    (step, key) is the original and every other one has ``duplicate_of`` = its key,
+    whatever the order the records were written in (Ray tasks finish in any order; a
+    resumed sweep may add lower steps later). A record written before a lower-step copy
+    arrives is rewritten (atomically) to point at it; ``summary`` and ``say`` report it.
+    """
+    h = results.get("weights_hash")
+    me = (ckpt.step, ckpt.key)
+    group = [x for x in index.get(h, []) if x[1] != ckpt.key] if h else []
+    first = min(group + [me])
+    results["duplicate_of"] = None if first == me else first[1]
+    _put(store, ckpt.key, inputs, results, arrays)
     record_outcome(summary, ckpt.key, results, say)
+    if not h:
+        return
+    index.setdefault(h, []).append(me)
+    if first != me:
+        return
+    for _, key in group:
+        rec = store.get(KIND, key)
+        if rec is None or rec.results.get("duplicate_of") == ckpt.key:
+            continue
+        _put(store, key, rec.inputs, {**rec.results, "duplicate_of": ckpt.key}, rec.load_arrays() or None)
+        summary.duplicates = [d for d in summary.duplicates if d[0] != key] + [(key, ckpt.key)]
+        if say:
+            say(f"duplicate weights: {key} has the same weights as {ckpt.key}")
 
 
 def record_outcome(summary: SweepSummary, key: str, results: dict[str, Any], say: Callable[[str], None] | None) -> None:

@@ -15,10 +15,10 @@ loaded, NaN loss) comes back as a ``failed`` result, exactly as in a local sweep
 a worker that dies is retried by Ray, and a checkpoint whose every attempt killed
 its worker is recorded as failed with that reason (``--retry-failed`` tries again).
 
-Duplicate weights: tasks finish in any order, so a record's ``duplicate_of`` is
-set to the lowest (step, key) record with the same ``weights_hash`` below it,
-and records already written above a newly arrived lower one are rewritten to
-point at it. The final flags equal those of a local sweep in checkpoint order.
+Duplicate weights: tasks finish in any order; records are written with the one
+rule of local sweeps (:func:`lmsat.experiments.sweep.write_record`: the lowest
+(step, key) record with the same ``weights_hash`` is the original, records written
+before it arrived are re-pointed), so the flags equal a local sweep's.
 
 Resuming: a killed driver loses at most the tasks in flight; every written record
 is a plain sweep record, so ``lmsat sweep`` with or without ``--ray`` skips them.
@@ -49,10 +49,10 @@ from lmsat.experiments.sweep import (
     _hash_index,
     checkpoint_results,
     load_checkpoint,
-    record_outcome,
     sweep_inputs,
     todo_checkpoints,
     token_samples,
+    write_record,
 )
 from lmsat.loading.checkpoints import Checkpoint, hub_cached_commits
 from lmsat.loading.corpus import CorpusSpec
@@ -117,28 +117,6 @@ def ray_device(executor: Executor, device: str) -> str:
     return "cuda" if cluster_gpus > 0 else "cpu"
 
 
-def _write(store: Store, index: dict[str, list[tuple[int, str]]], ckpt: Checkpoint, inputs: dict[str, Any],
-           results: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> list[str]:
-    """Store one record with its duplicate flag (module docstring); keys of earlier records re-pointed to it."""
-    h = results.get("weights_hash")
-    me = (ckpt.step, ckpt.key)
-    group = [x for x in index.get(h, []) if x[1] != ckpt.key] if h else []
-    first = min(group + [me])
-    results["duplicate_of"] = None if first == me else first[1]
-    store.put(KIND, ckpt.key, inputs, results, arrays)
-    repointed: list[str] = []
-    if h:
-        index.setdefault(h, []).append(me)
-        if first == me:
-            for _, key in group:
-                rec = store.get(KIND, key)
-                if rec is not None and rec.results.get("duplicate_of") != ckpt.key:
-                    fixed = {**rec.results, "duplicate_of": ckpt.key}
-                    store.put(KIND, key, rec.inputs, fixed, rec.load_arrays() or None)
-                    repointed.append(key)
-    return repointed
-
-
 def run_sweep_distributed(
     plan: SweepPlan,
     corpus: CorpusSpec,
@@ -198,12 +176,7 @@ def run_sweep_distributed(
             results, arrays = done.value
             results["wall_time_s"] = round(float(results["wall_time_s"] or 0.0), 4)
             inputs = sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model])
-            repointed = _write(store, index, ckpt, inputs, results, arrays)
+            write_record(store, index, summary, ckpt, inputs, results, arrays, say)
             held.pop(ckpt.key).close()
-            record_outcome(summary, ckpt.key, results, say)
-            for key in repointed:
-                summary.duplicates = [d for d in summary.duplicates if d[0] != key] + [(key, ckpt.key)]
-                if say:
-                    say(f"duplicate weights: {key} has the same weights as {ckpt.key}")
     summary.wall_time_s = time.perf_counter() - t_start
     return summary
