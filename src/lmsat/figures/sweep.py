@@ -31,6 +31,46 @@ FIGURES = {
 }
 
 
+#: Per-checkpoint columns averaged over seeds (their min and max are kept for the bands).
+SEED_VALUES = ["cross_entropy", "last_layer_anisotropy", "singular_entropy", "effective_rank", "n_params", "tokens_per_step", "hidden_size"]
+
+
+def seed_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """The usable checkpoints with models that differ only in their seed (``-seedN``) collapsed into one
+    model per group: per step, each value's mean over seeds, with ``<value>_min`` / ``<value>_max`` for
+    the band, ``n_seeds``, and ``key`` the list of the seeds' record keys (lmsat.kinds.seeds).
+    ``frame`` is returned unchanged when no two models differ only in their seed."""
+    from lmsat.kinds.seeds import group_over_seeds, has_seed_groups, split_seed
+
+    if frame.empty or not has_seed_groups(list(dict.fromkeys(str(n) for n in frame["name"]))):
+        return frame
+    rows = []
+    for r in usable(frame).to_dict("records"):
+        base, seed = split_seed(str(r["name"]))
+        rows.append({**r, "group": base, "_seed": seed})
+    seeds = {}
+    for r in rows:
+        seeds.setdefault(r["group"], set()).add(r["_seed"])
+    g = group_over_seeds(rows, ["group", "step"], SEED_VALUES, seed="_seed")
+    keys = {}
+    for r in rows:
+        keys.setdefault((r["group"], r["step"]), []).append(r["key"])
+    out = pd.DataFrame({
+        "model": g["group"], "name": [f"{b} ({len(seeds[b])} seeds)" if len(seeds[b]) > 1 else b for b in g["group"]],
+        "step": g["step"], "status": "ok", "duplicate_of": None, "n_seeds": g["n_seeds"],
+        "key": [keys[(b, t)] for b, t in zip(g["group"], g["step"])],
+        **{c: g[f"{c}_mean"] for c in SEED_VALUES},
+        **{f"{c}_{m}": g[f"{c}_{m}"] for c in ("cross_entropy", "last_layer_anisotropy", "singular_entropy", "effective_rank") for m in ("min", "max")},
+    })
+    return out
+
+
+def _band(ax: Any, x: Any, g: pd.DataFrame, column: str, color: Any) -> None:
+    """The min-max band over seeds of ``column`` (drawn only for seed groups, :func:`seed_groups`)."""
+    if f"{column}_min" in g and (g["n_seeds"] > 1).any():
+        ax.fill_between(x, g[f"{column}_min"].astype(float), g[f"{column}_max"].astype(float), color=color, alpha=0.2, lw=0)
+
+
 def _models(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(model, its usable checkpoints sorted by step), in the table's order, models with none left out."""
     out = []
@@ -67,13 +107,14 @@ def plot_loss_vs_step(frame: pd.DataFrame, path: str | Path) -> Path:
     for (model, g), color in zip(models, _colors(len(models))):
         name = g["name"].iloc[0]
         ax.plot(g["step"], g["cross_entropy"], color=color, lw=1.3, label=name)
+        _band(ax, g["step"], g, "cross_entropy", color)
         b = g["cross_entropy"].astype(float).idxmin()
         ax.plot([g.loc[b, "step"]], [g.loc[b, "cross_entropy"]], marker="*", ms=11, color=color, mec="black", mew=0.5, ls="none")
     if not models:
         _empty(ax, "no successfully measured checkpoint")
     ax.set_xlabel("training step")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("Loss over training (star: best checkpoint)")
+    ax.set_title("Loss over training (star: best checkpoint)" + _SEED_NOTE * _seeded(frame))
     if models:
         ax.legend()
     return save(fig, path)
@@ -105,6 +146,7 @@ def plot_loss_vs_compute(frame: pd.DataFrame, fit: dict[str, Any] | None, path: 
         compute = 6.0 * float(n) * tokens
         name = g["name"].iloc[0]
         ax.plot(compute, g["cross_entropy"], color=color, lw=1.2, label=name)
+        _band(ax, compute, g, "cross_entropy", color)
         observed += list(g["cross_entropy"].astype(float))
         b = g["cross_entropy"].astype(float).to_numpy().argmin()
         ax.plot([compute[b]], [g["cross_entropy"].iloc[b]], marker="*", ms=11, color=color, mec="black", mew=0.5, ls="none")
@@ -139,6 +181,7 @@ def plot_loss_anisotropy(frame: pd.DataFrame, path: str | Path) -> Path:
     sc = None
     for model, g in models:
         ax.plot(g["step"], g["cross_entropy"], color="0.6", lw=0.8, zorder=1)
+        _band(ax, g["step"], g, "cross_entropy", "0.6")
         sc = ax.scatter(g["step"], g["cross_entropy"], c=g["last_layer_anisotropy"].astype(float), cmap="plasma", vmin=0.0, vmax=1.0, s=18, zorder=2)
         last = g.iloc[-1]
         ax.annotate(str(last["name"]), (last["step"], last["cross_entropy"]), fontsize=7, xytext=(3, 0), textcoords="offset points")
@@ -148,7 +191,7 @@ def plot_loss_anisotropy(frame: pd.DataFrame, path: str | Path) -> Path:
         _empty(ax, "no successfully measured checkpoint")
     ax.set_xlabel("training step")
     ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title("Loss over training, coloured by last-layer anisotropy")
+    ax.set_title("Loss over training, coloured by last-layer anisotropy" + _SEED_NOTE * _seeded(frame))
     return save(fig, path)
 
 
@@ -164,13 +207,18 @@ def plot_spectrum_heatmap(frame: pd.DataFrame, records: Sequence[Record], path: 
         ax.set_visible(False)
     for i, (ax, (model, g)) in enumerate(zip(axes.flat, models)):
         cols = []
-        for key in g["key"]:
-            s = by_key[key].load_arrays().get("singular_values")
-            ratio = np.full(top_k, np.nan)
-            if s is not None and len(s) and s[0] > 0:
-                k = min(top_k, len(s))
-                ratio[:k] = s[:k] / s[0]
-            cols.append(ratio)
+        for key in g["key"]:  # a seed group's checkpoint holds its seeds' keys: their mean s_i / s_1
+            ratios = []
+            for one in key if isinstance(key, list) else [key]:
+                s = by_key[one].load_arrays().get("singular_values")
+                ratio = np.full(top_k, np.nan)
+                if s is not None and len(s) and s[0] > 0:
+                    k = min(top_k, len(s))
+                    ratio[:k] = s[:k] / s[0]
+                ratios.append(ratio)
+            stack = np.stack(ratios)
+            counts = np.isfinite(stack).sum(axis=0)
+            cols.append(np.where(counts > 0, np.nansum(stack, axis=0) / np.maximum(counts, 1), np.nan))
         data = np.stack(cols, axis=1)
         k = max(1, int(np.max(np.sum(np.isfinite(data), axis=0))))
         steps = g["step"].to_numpy(dtype=float)
@@ -185,7 +233,7 @@ def plot_spectrum_heatmap(frame: pd.DataFrame, records: Sequence[Record], path: 
             ax.set_ylabel("index i")
         ax.grid(False)
     if mesh is not None:
-        fig.suptitle(f"LM-head singular values s_i / s_1 (i <= {top_k}) over training")
+        fig.suptitle(f"LM-head singular values s_i / s_1 (i <= {top_k}) over training" + (" (seed groups: mean over seeds)" if _seeded(frame) else ""))
         fig.tight_layout()
         fig.colorbar(mesh, ax=list(axes.flat[: len(models)]), label="s_i / s_1", fraction=0.03, pad=0.02)
     else:
@@ -209,6 +257,7 @@ def plot_singular_entropy(frame: pd.DataFrame, path: str | Path) -> Path:
         for (model, g), x in zip(models, logn):
             label = f"{g['name'].iloc[0]} (N={10**x:.3g})"
             ax.plot(g["step"], g["singular_entropy"], color=cmap(norm(x)), lw=1.4, label=label)
+            _band(ax, g["step"], g, "singular_entropy", cmap(norm(x)))
         sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=ax, label="log10 parameters")
         ax.legend()
@@ -216,13 +265,22 @@ def plot_singular_entropy(frame: pd.DataFrame, path: str | Path) -> Path:
         _empty(ax, "no successfully measured checkpoint")
     ax.set_xlabel("training step")
     ax.set_ylabel("singular entropy KL(p || uniform) (nats)")
-    ax.set_title("Singular entropy of the LM head over training")
+    ax.set_title("Singular entropy of the LM head over training" + _SEED_NOTE * _seeded(frame))
     return save(fig, path)
 
 
+_SEED_NOTE = "\n(seed groups: line = mean over seeds, band = min-max)"
+
+
+def _seeded(frame: pd.DataFrame) -> bool:
+    return "n_seeds" in frame and bool((frame["n_seeds"] > 1).any())
+
+
 def draw_sweep_figures(frame: pd.DataFrame, records: Sequence[Record], fit: dict[str, Any] | None, folder: str | Path) -> dict[str, Path]:
-    """All five figures into ``folder``; returns {figure id: path}."""
+    """All five figures into ``folder``; returns {figure id: path}. Models that differ only in their seed
+    are drawn as one group each (:func:`seed_groups`: mean line, min-max band)."""
     folder = Path(folder)
+    frame = seed_groups(frame)
     return {
         "fig1a": plot_loss_vs_step(frame, folder / FIGURES["fig1a"]),
         "fig1b": plot_loss_vs_compute(frame, fit, folder / FIGURES["fig1b"]),

@@ -21,6 +21,39 @@ def _by_hidden_size(records: list[Record]) -> list[Record]:
     return sorted(records, key=lambda r: (r.results.get("hidden_size", 0), r.key))
 
 
+def _seed_groups(records: list[Record]) -> list[tuple[str, list[Record]]]:
+    """Records that differ only in their seed (model name ``-seedN``, same other inputs), smallest d first:
+    (name without the seed, its records). A group of one is a plain run (lmsat.kinds.seeds)."""
+    from lmsat.kinds.seeds import SEED_INPUTS, split_seed
+
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for rec in _by_hidden_size(records):
+        base = split_seed(rec.key)[0]
+        settings = repr(sorted((k, repr(v)) for k, v in rec.inputs.items() if k not in (*SEED_INPUTS, "model", "device", "lmsat_version")))
+        groups.setdefault((base, settings), []).append(rec)
+    return [(base, members) for (base, _), members in groups.items()]
+
+
+def _plot_group(ax: object, members: list[Record], curve: object, label: str, **style: object) -> None:
+    """One line for one run; for a seed group the mean over seeds with a min-max band (lmsat.kinds.seeds.curve_band)."""
+    from lmsat.kinds.seeds import curve_band
+
+    curves = [curve(rec) for rec in members]  # type: ignore[operator]
+    if len(curves) == 1:
+        ax.plot(*curves[0], marker="o", ms=2.5, label=label, **style)  # type: ignore[attr-defined]
+        return
+    band = curve_band(curves)
+    line = ax.plot(band["step"], band["mean"], marker="o", ms=2.5, label=f"{label} (mean of {len(curves)} seeds)", **style)[0]  # type: ignore[attr-defined]
+    ax.fill_between(band["step"], band["min"], band["max"], color=line.get_color(), alpha=0.2, lw=0)  # type: ignore[attr-defined]
+
+
+def _group_label(labels: dict[str, str] | None, members: list[Record], default: str) -> str:
+    from lmsat.kinds.seeds import split_seed
+
+    given = (labels or {}).get(str(members[0].path))
+    return default if given is None else (split_seed(given)[0] if len(members) > 1 else given)
+
+
 def _step_axis(ax: object) -> None:
     ax.set_xscale("symlog", linthresh=1)  # type: ignore[attr-defined]
     ax.set_xlim(left=0)  # type: ignore[attr-defined]
@@ -33,16 +66,15 @@ def plot_training_curves(
     """Held-out loss at every checkpoint of each model (nats/token), and the true entropy when known.
 
     ``labels`` maps a record's folder (``str(record.path)``) to its legend label (default: key and d).
+    Models that differ only in their seed are one line: the mean over seeds, with a min-max band.
     """
     fig, axes = new_figure()
     ax = axes[0, 0]
     refs = []
-    for rec in _by_hidden_size(records):
-        arr = rec.load_arrays()
-        label = (labels or {}).get(str(rec.path), f"{rec.key} (d={rec.results['hidden_size']})")
-        ax.plot(arr["checkpoint_steps"], arr["eval_loss"], marker="o", ms=2.5, label=label)
-        if rec.results.get("reference_entropy") is not None:
-            refs.append(rec.results["reference_entropy"])
+    for base, members in _seed_groups(records):
+        label = _group_label(labels, members, f"{base if len(members) > 1 else members[0].key} (d={members[0].results['hidden_size']})")
+        _plot_group(ax, members, lambda r: (r.load_arrays()["checkpoint_steps"], r.load_arrays()["eval_loss"]), label)
+        refs += [r.results["reference_entropy"] for r in members if r.results.get("reference_entropy") is not None]
     if refs:
         ax.axhline(float(np.mean(refs)), color="k", ls="--", lw=1, label=f"true entropy {np.mean(refs):.3f}")
     _step_axis(ax)
@@ -70,10 +102,18 @@ def plot_gap_vs_hidden_size(
         recs = [r for r in _by_hidden_size(records) if r.results.get("final_gap") is not None]
         if not recs:
             continue
-        d = [r.results["hidden_size"] for r in recs]
+        # seeds of one d: mean over seeds, min-max as error bars (lmsat.kinds.seeds.spread)
+        from lmsat.kinds.seeds import spread
+
+        d = sorted({r.results["hidden_size"] for r in recs})
         d_max = max(d_max, *d)
-        line = ax.plot(d, [r.results["final_gap"] for r in recs], marker="o", label=f"{label}: trained, final")[0]
-        ax.plot(d, [r.results["best_gap"] for r in recs], marker="x", ls=":", color=line.get_color(), label=f"{label}: trained, best checkpoint")
+        final = [spread([r.results["final_gap"] for r in recs if r.results["hidden_size"] == x]) for x in d]
+        best = [spread([r.results.get("best_gap") for r in recs if r.results["hidden_size"] == x]) for x in d]
+        n = max(f["n"] for f in final)
+        seeds = f" (mean of {n} seeds, bars: min-max)" if n > 1 else ""
+        line = ax.errorbar(d, [f["mean"] for f in final], yerr=_min_max(final), marker="o", capsize=3, label=f"{label}: trained, final{seeds}")[0]
+        ax.errorbar(d, [b["mean"] for b in best], yerr=_min_max(best), marker="x", ls=":", capsize=3, color=line.get_color(),
+                    label=f"{label}: trained, best checkpoint")
         if languages and label in languages:
             bound = languages[label].load_arrays()["svd_truncation_gap"]
             xs = np.arange(1, min(len(bound), 2 * d_max + 1))
@@ -90,23 +130,29 @@ def plot_gap_vs_hidden_size(
     return save(fig, path)
 
 
+def _min_max(stats: list[dict[str, float]]) -> np.ndarray:
+    """Asymmetric error bars (mean - min, max - mean) from :func:`lmsat.kinds.seeds.spread` results."""
+    return np.array([[st["mean"] - st["min"] for st in stats], [st["max"] - st["mean"] for st in stats]])
+
+
 def plot_head_over_training(records: list[Record], path: str | Path, labels: dict[str, str] | None = None) -> Path:
     """Two panels: LM-head effective rank exp(H(s^2 / sum s^2)) / d, and last-layer anisotropy, vs step.
 
     ``labels`` maps a record's folder (``str(record.path)``) to its legend label (default: d).
+    Models that differ only in their seed are one line: the mean over seeds, with a min-max band.
     """
     from lmsat.kinds.base import as_kind
     from lmsat.kinds.train import TrainRecord
 
     fig, axes = new_figure(ncols=2)
     left, right = axes[0, 0], axes[0, 1]
-    for rec in _by_hidden_size(records):
-        arr = rec.load_arrays()
-        d = rec.results["hidden_size"]
-        ranks = as_kind(rec, TrainRecord).head_effective_rank() / d  # stored at training time (docs/methods.md §3)
-        label = (labels or {}).get(str(rec.path), f"d={d}")
-        left.plot(arr["checkpoint_steps"], ranks, marker="o", ms=2.5, label=label)
-        right.plot(arr["checkpoint_steps"], arr["last_layer_anisotropy"], marker="o", ms=2.5, label=label)
+    for i, (base, members) in enumerate(_seed_groups(records)):
+        d = members[0].results["hidden_size"]
+        label = _group_label(labels, members, f"d={d}")
+        # effective ranks are stored at training time (docs/methods.md §3)
+        rank = lambda r: (r.load_arrays()["checkpoint_steps"], as_kind(r, TrainRecord).head_effective_rank() / r.results["hidden_size"])
+        _plot_group(left, members, rank, label, color=f"C{i % 10}")
+        _plot_group(right, members, lambda r: (r.load_arrays()["checkpoint_steps"], r.load_arrays()["last_layer_anisotropy"]), label, color=f"C{i % 10}")
     for ax in (left, right):
         _step_axis(ax)
         ax.legend()

@@ -55,4 +55,13 @@ def frame(records: Sequence[SaturationRecord]) -> pd.DataFrame:
 
 
 def table(records: Sequence[SaturationRecord]) -> pd.DataFrame:
-    return labelled(frame(records), LABELS)
+    """:func:`frame` with readable labels; models released or trained with several seeds (``-seedN``) become one
+    row per group: each number as mean ± sd over seeds, ``saturates`` as k/n (lmsat.kinds.seeds)."""
+    from lmsat.kinds.seeds import grouped_table, has_seed_groups
+
+    out = frame(records)
+    if not len(out) or not has_seed_groups([str(n) for n in out["name"]]):
+        return labelled(out, LABELS)
+    values = ["best_step", "best_loss", "final_step", "final_loss", "relative_rise", "collapse_step", "collapse_rise",
+              "anisotropy_jump_step", "anisotropy_rise", "final_singular_entropy", "final_anisotropy"]
+    return grouped_table(out, "name", ["hidden_size", "n_params", "tokens_per_step"], values, LABELS, counts=["saturates"])

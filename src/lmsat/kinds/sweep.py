@@ -131,8 +131,16 @@ SHOWN = ["name", "revision", "step", "status", "cross_entropy", "last_layer_anis
 
 
 def table(records: Sequence[SweepRecord]) -> pd.DataFrame:
-    """:func:`frame`'s readable columns, with human-readable names and units."""
-    return labelled(frame(records)[SHOWN], LABELS)
+    """:func:`frame`'s readable columns, with human-readable names and units. Models with several seeds
+    (``-seedN``, e.g. PolyPythias) become one row per group and step: its usable checkpoints' numbers as
+    mean ± sd over seeds (lmsat.kinds.seeds; ``sweep.csv`` keeps every checkpoint)."""
+    from lmsat.kinds.seeds import grouped_table, has_seed_groups
+
+    out = frame(records)
+    if not len(out) or not has_seed_groups(list(dict.fromkeys(str(n) for n in out["name"]))):
+        return labelled(out[SHOWN], LABELS)
+    values = ["cross_entropy", "last_layer_anisotropy", "singular_entropy", "singular_entropy_linear", "effective_rank"]
+    return grouped_table(usable_rows(out), "name", ["step", "hidden_size", "n_params", "tokens_seen"], values, LABELS)
 
 
 def series(records: Sequence[SweepRecord]) -> dict[str, Any]:

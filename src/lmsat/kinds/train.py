@@ -82,4 +82,17 @@ def frame(records: Sequence[TrainRecord]) -> pd.DataFrame:
 
 
 def table(records: Sequence[TrainRecord]) -> pd.DataFrame:
-    return labelled(frame(records), LABELS)
+    """:func:`frame` with readable labels; models trained with several seeds (same name but for ``-seedN``,
+    same settings) become one row per group with each number as mean ± sd (lmsat.kinds.seeds)."""
+    from lmsat.kinds.seeds import SEED_INPUTS, grouped_table, has_seed_groups
+
+    out = frame(records)
+    if not len(out) or not has_seed_groups(list(out["model"])):
+        return labelled(out, LABELS)
+    settings = {rec.key: repr(sorted((k, repr(v)) for k, v in rec.inputs.items()
+                                     if k not in (*SEED_INPUTS, "model", "device", "lmsat_version"))) for rec in records}
+    out["_settings"] = out["model"].map(settings)
+    shown = [c for c in LABELS if c not in ("model", "hidden_size") and c in out.columns]
+    numeric = [c for c in shown if pd.api.types.is_numeric_dtype(out[c])]
+    keys = ["hidden_size", *(c for c in shown if c not in numeric), "_settings"]
+    return grouped_table(out, "model", keys, numeric, LABELS)
