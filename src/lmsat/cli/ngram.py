@@ -114,12 +114,11 @@ def ngram_rank(
     OUTPUT for several corpora and tokenizers in one figure.
     """
     from lmsat.errors import UserError
-    from lmsat.experiments.ngram import THRESHOLDS, NGramSettings, ngram_table, run_ngram
-    from lmsat.figures.ngram import plot_ngram_spectrum, plot_ngram_w_error
+    from lmsat.experiments.ngram import THRESHOLDS, NGramSettings, run_ngram
+    from lmsat.figures.ngram import refresh_outputs
     from lmsat.loading.corpus import check_corpus
     from lmsat.loading.models import resolve_device
     from lmsat.loading.tokenizers import load_tokenizer
-    from lmsat.store import Store, atomic_write_csv
 
     from pathlib import Path
 
@@ -206,8 +205,5 @@ def ngram_rank(
                 "the kept contexts were seen once): most of |P|_F is sampling noise and small-threshold dims measure it; "
                 "--min-count 2+, --row-weight frequency or more tokens lower the noise."
             )
-    records = Store(output).records("ngram")
-    atomic_write_csv(output / "ngram.csv", ngram_table(records))
-    f1 = plot_ngram_w_error(records, output / "figures" / "ngram_w_error.png")
-    f2 = plot_ngram_spectrum(records, output / "figures" / "ngram_spectrum.png")
+    f1, f2 = refresh_outputs(output)["figures"]
     say(f"results: {output / 'ngram'}  table: {output / 'ngram.csv'}  figures: {f1}, {f2}")

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.ngram import NgramCountsRecord, NgramRecord
 from lmsat.loading.corpus import DOCUMENT_SPLITS, CorpusSpec, check_corpus
 from lmsat.loading.tokenizers import TextTokenizer
 from lmsat.loading.tokens import token_pieces
@@ -46,9 +46,8 @@ from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
 from lmsat.store import Record, Store, fingerprint, record_name, slugify
 
-KIND = "ngram"
-COUNTS_KIND = "ngram_counts"
-SCHEMA_VERSION = 1
+KIND = NgramRecord.KIND
+COUNTS_KIND = NgramCountsRecord.KIND
 THRESHOLDS: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.01)
 REPORT_DIMS: tuple[int, ...] = (64, 128, 256, 512, 768, 1024, 2048, 4096)
 
@@ -247,7 +246,7 @@ def run_counts(
         "count_seconds": seconds,
         "tokens_per_second": counts.n_tokens / max(seconds, 1e-9),
     }
-    record = store.put(COUNTS_KIND, key, inputs, results, arrays=counts.arrays(), schema_version=SCHEMA_VERSION)
+    record = NgramCountsRecord(key=key, inputs=inputs, extra=results).put(store, arrays=counts.arrays())
     return counts, record
 
 
@@ -357,13 +356,4 @@ def run_ngram(
         "source_fingerprint": source_fp,
         "lmsat_version": __version__,
     }
-    return store.put(KIND, key, inputs, results, arrays={"singular_values": s, "w_error": curve}, schema_version=SCHEMA_VERSION)
-
-
-def ngram_table(records: list[Record]) -> pd.DataFrame:
-    """One row per ngram record: corpus, tokenizer, counts, |P|_F and the dimension for each W-error threshold
-    (``ngram.csv``): :func:`lmsat.kinds.ngram.frame`, the kind's one table."""
-    from lmsat.kinds import ngram as ngram_kind
-    from lmsat.kinds.base import as_kind
-
-    return ngram_kind.frame([as_kind(r, ngram_kind.NgramRecord) for r in records])
+    return NgramRecord(key=key, inputs=inputs, **results).put(store, arrays={"singular_values": s, "w_error": curve})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lmsat.figures.style import new_figure, save
-from lmsat.store import Record
+from lmsat.kinds.ngram import NgramRecord, frame
+from lmsat.store import Record, Store, atomic_write_csv
 
 
 MAX_POINTS = 2000  # points drawn per line: curves of 50k values render as well from 2k
@@ -82,3 +84,19 @@ def plot_ngram_spectrum(records: list[Record], path: str | Path) -> Path:
     ax.set_title("Singular values of the n-gram next-token matrix")
     ax.legend()
     return save(fig, path)
+
+
+def refresh_outputs(run_dir: str | Path) -> dict[str, Any]:
+    """Rewrite ``run_dir/ngram.csv`` (:func:`lmsat.kinds.ngram.frame`, one row per ``ngram`` record) and
+    ``run_dir/figures/ngram_w_error.png`` / ``ngram_spectrum.png`` from the stored records only.
+
+    Returns ``{"frame": the CSV's frame, "csv": its path, "figures": [W-error figure, spectrum figure]}``.
+    """
+    run_dir = Path(run_dir)
+    typed = NgramRecord.load(Store(run_dir))  # checks every record's schema
+    table = frame(typed)
+    atomic_write_csv(run_dir / "ngram.csv", table)
+    records = [t.record for t in typed if t.record is not None]
+    figures = run_dir / "figures"
+    drawn = [plot_ngram_w_error(records, figures / "ngram_w_error.png"), plot_ngram_spectrum(records, figures / "ngram_spectrum.png")]
+    return {"frame": table, "csv": run_dir / "ngram.csv", "figures": drawn}

@@ -38,7 +38,13 @@ class NgramRecord(KindRecord):
     blocks: Any = UNSET
     # W-error threshold (as a string, "0.5") -> smallest k with W-error(k) <= threshold (None: beyond the spectrum).
     dims_for_w_error: dict[str, int | None] = UNSET
+    # threshold -> [lo, hi] holding the dimension (equal when the computed values reach it; docs/ngram.md, "Bounds")
+    dims_bounds: dict[str, list[int]] = UNSET
+    rank_bound: int | None = UNSET  # sum over blocks of min(rows, columns) >= rank P
     w_error_at: dict[str, float | None] = UNSET
+    noise: dict[str, float] = UNSET  # lmsat.measure.ngram.SamplingNoise.as_dict()
+    noise_floor_dimension: int | None = UNSET
+    noise_floor_dimension_range: list[int | None] = UNSET
     count_seconds: float | None = UNSET
     spectrum_seconds: float = UNSET
 
