@@ -160,3 +160,49 @@ def _train(store: Store, name: str, inputs: dict, final: float) -> None:
                 ).put(store, arrays={"checkpoint_steps": steps, "eval_loss": loss, "gap": np.full(3, np.nan),
                                      "last_layer_anisotropy": np.array([0.0, 0.1, 0.1]), "head_singular_values": sv,
                                      "head_effective_rank": np.full(3, 7.5)})
+
+
+def _linear_erank(s: np.ndarray) -> float:
+    p = s / s.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def test_causality_reports_kulkarni_linear_effective_rank(tmp_path, cli):
+    """Sweep records storing singular_entropy_linear = ln d - H(s/Σs), and train records with spectra: the causality
+    record's final rank fraction with p = s/Σs matches numpy, and its co-occurrence row uses --low-rank-linear."""
+    d = 16
+    spectra = {1: np.geomspace(1.0, 1e-3, d), 2: np.linspace(2.0, 1.0, d)}  # a steep head (low rank) and a flat one
+    run = tmp_path / "pp"
+    store = Store(run)
+    for seed, s in spectra.items():
+        q = s**2 / (s**2).sum()
+        p = s / s.sum()
+        for step, loss in zip(STEPS, [5.0, 4.0, 3.5, 3.6, 3.7]):
+            model = f"org/pythia-14m-seed{seed}"
+            store.put("sweep", f"{model}@step{step}", {"model": model, "revision": f"step{step}", "step": step, "source": "hub"},
+                      {"status": "ok", "cross_entropy": loss, "singular_entropy": float(np.log(d) + (q * np.log(q)).sum()),
+                       "singular_entropy_linear": float(np.log(d) + (p * np.log(p)).sum()),
+                       "effective_rank": float(np.exp(-(q * np.log(q)).sum())), "last_layer_anisotropy": 0.1, "hidden_size": d,
+                       "n_params": 1000, "duplicate_of": None})
+    res = cli("causality", run, "--n-boot", 200, "--low-rank-linear", 0.6)
+    assert res.code == 0, res.stderr
+    rec = Store(run).records("causality")[0].results
+    fractions = {r["seed"]: r["final_rank_fraction_linear"] for r in rec["runs"]}
+    for seed, s in spectra.items():
+        assert fractions[seed] == pytest.approx(_linear_erank(s) / d)
+    assert _linear_erank(spectra[1]) / d < 0.6 < _linear_erank(spectra[2]) / d
+    assert rec["cooccurrence"]["low_rank_linear"]["low_and_saturates"] == 1
+    assert rec["cooccurrence"]["low_rank_linear"]["high_and_saturates"] == 1
+    (group,) = rec["groups"]
+    assert group["final_rank_fraction_linear_mean"] == pytest.approx(np.mean([_linear_erank(s) / d for s in spectra.values()]))
+    assert group["final_rank_fraction_linear_sd"] == pytest.approx(np.std([_linear_erank(s) / d for s in spectra.values()], ddof=1))
+    assert (run / "figures" / "causality.png").is_file() and "Kulkarni" in res.stdout
+    # train records: the linear rank from the stored spectra
+    fam = tmp_path / "fam"
+    _train(Store(fam), "m-d8", {"model": "m-d8", "seed": 0, "hidden_size": 8}, 4.5)
+    res = cli("causality", fam, "--n-boot", 200)
+    assert res.code == 0, res.stderr
+    (row,) = Store(fam).records("causality")[0].results["runs"]
+    assert row["final_rank_fraction_linear"] == pytest.approx(_linear_erank(np.linspace(2.0, 1.0, 8)) / 8)
+    bad = cli("causality", fam, "--low-rank-linear", 1.5)
+    assert bad.code == 2 and "--low-rank-linear" in bad.stderr

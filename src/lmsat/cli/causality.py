@@ -22,6 +22,7 @@ def causality(
     rank_drop: Annotated[float, typer.Option("--rank-drop", help="Smallest fall of the head's effective rank, as a fraction of its peak, that counts as a collapse.")] = 0.25,
     min_anisotropy_rise: Annotated[float, typer.Option("--min-anisotropy-rise", help="Smallest rise of last-layer anisotropy that counts as a jump.")] = 0.3,
     low_rank: Annotated[float, typer.Option("--low-rank", help="A run is low-rank when its final effective rank / d is below this (co-occurrence table).")] = 0.5,
+    low_rank_linear: Annotated[float, typer.Option("--low-rank-linear", help="The same with Kulkarni et al.'s effective rank exp H(s/sum s), which is larger for the same head (a co-occurrence row when the records store it).")] = 0.5,
     from_step: Annotated[int, typer.Option("--from-step", help="Ignore checkpoints before this step (e.g. 1000 to skip Pythia's warm-up).")] = 0,
     level: Annotated[float, typer.Option("--level", help="Confidence level of every interval.")] = 0.95,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
@@ -36,12 +37,12 @@ def causality(
 
     Example: lmsat causality runs/polypythias (after lmsat sweep --suite polypythias --sizes 14m,70m --seeds 1-9 -o runs/polypythias).
     """
-    from lmsat.experiments.causality import Thresholds, run_causality
-    from lmsat.figures.causality import plot_causality
+    from lmsat.experiments.causality import Thresholds
+    from lmsat.figures.causality import run_and_draw
     from lmsat.report.causality import cooccurrence_frame, group_frame, lead_lag_frame
 
     t = Thresholds(max_rise=max_rise, min_entropy_rise=min_entropy_rise, rank_drop=rank_drop, min_anisotropy_rise=min_anisotropy_rise,
-                   low_rank=low_rank, from_step=from_step, level=level, n_boot=n_boot)
+                   low_rank=low_rank, low_rank_linear=low_rank_linear, from_step=from_step, level=level, n_boot=n_boot)
     out = output if output is not None else run_dirs[0]
     from lmsat.cli import validate as v
 
@@ -54,10 +55,11 @@ def causality(
     v.check_range("--min-anisotropy-rise", min_anisotropy_rise, 0, inclusive="neither")
     v.check_range("--rank-drop", rank_drop, 0, 1, inclusive="neither")
     v.check_range("--low-rank", low_rank, 0, 1, inclusive="neither")
+    v.check_range("--low-rank-linear", low_rank_linear, 0, 1, inclusive="neither")
     v.check_range("--from-step", from_step, 0)
     v.check_range("--level", level, 0, 1, inclusive="neither")
     v.check_range("--n-boot", n_boot, 1)
-    record = run_causality(run_dirs, out, t)
+    record, fig = run_and_draw(run_dirs, out, t)
     res = record.results
     print_table(group_frame(res), title=f"Per group over seeds (mean ± sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
     print_table(lead_lag_frame(res), title="Lead of each collapse sign over the loss rise, all runs")
@@ -67,7 +69,6 @@ def causality(
         f"{_f(s['r_detrended_mean'])} [{_f(s['r_detrended_low'])}, {_f(s['r_detrended_high'])}] (mean over runs, bootstrap interval)")
     for line in res["verdict"]:
         say(f"- {line}")
-    fig = plot_causality(res, Path(out) / "figures" / "causality.png")
     say(f"record: {record.path}  tables: {Path(out) / 'causality_runs.csv'}, {Path(out) / 'causality_groups.csv'}  figure: {fig}")
 
 

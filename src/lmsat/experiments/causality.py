@@ -15,6 +15,9 @@ rule of :mod:`lmsat.measure.onsets` (the one ``lmsat saturation`` uses):
 * ``rank_onset``: fall of the head's effective rank exp(H) by >= ``rank_drop`` x its peak value;
 * ``anisotropy_onset``: rise of the last-layer anisotropy by >= ``min_anisotropy_rise``;
 * ``low_rank``: final effective rank / d < ``low_rank`` (Kulkarni's "low-rank" runs);
+* ``low_rank_linear``: the same with Kulkarni et al.'s normalisation, effective rank exp H(s / sum s) (Roy & Vetterli),
+  final / d < ``low_rank_linear``; this effective rank is larger than the squared one for the same head, so the
+  two thresholds are not interchangeable (docs/causality.md, docs/methods.md §3);
 * within-run association: Pearson r of (effective rank, loss) over checkpoints, and of their first
   differences (``detrended``), each with its Fisher-z interval.
 
@@ -40,6 +43,7 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.seeds import spread
 from lmsat.measure.saturation import best_final_rise
 from lmsat.measure.onsets import Interval, bootstrap_mean_ci, detrended_correlation, fall_onset, loss_rise_onset, pearson_ci, rise_onset
 from lmsat.store import Record, Store, atomic_write_csv
@@ -63,6 +67,7 @@ class Thresholds:
     rank_drop: float = 0.25
     min_anisotropy_rise: float = 0.3
     low_rank: float = 0.5
+    low_rank_linear: float = 0.5
     from_step: int = 0
     level: float = 0.95
     n_boot: int = 10_000
@@ -74,6 +79,8 @@ class Thresholds:
             raise UserError(f"--rank-drop must be a fraction in (0, 1) (got {self.rank_drop}).")
         if not 0 < self.low_rank <= 1:
             raise UserError(f"--low-rank must be a fraction of d in (0, 1] (got {self.low_rank}).")
+        if not 0 < self.low_rank_linear <= 1:
+            raise UserError(f"--low-rank-linear must be a fraction of d in (0, 1] (got {self.low_rank_linear}).")
         if not 0 < self.level < 1:
             raise UserError(f"--level must be in (0, 1), e.g. 0.95 (got {self.level}).")
         if self.n_boot < 100:
@@ -96,6 +103,8 @@ class Run:
     effective_rank: np.ndarray
     anisotropy: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
+    #: exp H(s / sum s) per checkpoint (Kulkarni et al.'s effective rank); None when the records lack it
+    effective_rank_linear: np.ndarray | None = None
 
 
 # --- reading runs from records ----------------------------------------------------------------
@@ -130,6 +139,7 @@ def train_runs(run_dir: Path, records: Sequence[Record]) -> list[Run]:
             steps=np.asarray(arrays["checkpoint_steps"], dtype=np.int64), loss=np.asarray(arrays["eval_loss"], dtype=np.float64),
             singular_entropy=np.array([singular_entropy(s) for s in sv]), effective_rank=np.array([effective_rank(s) for s in sv]),
             anisotropy=np.asarray(arrays["last_layer_anisotropy"], dtype=np.float64), settings=settings,
+            effective_rank_linear=np.array([effective_rank(s, "linear") for s in sv]),
         ))
     return out
 
@@ -161,8 +171,18 @@ def sweep_runs(run_dir: Path, records: Sequence[Record]) -> list[Run]:
             source="sweep", steps=good["step"].to_numpy(np.int64), loss=good["cross_entropy"].to_numpy(np.float64),
             singular_entropy=good["singular_entropy"].to_numpy(np.float64), effective_rank=good["effective_rank"].to_numpy(np.float64),
             anisotropy=good["last_layer_anisotropy"].to_numpy(np.float64),
+            effective_rank_linear=_linear_rank(good),
         ))
     return out
+
+
+def _linear_rank(checkpoints: pd.DataFrame) -> np.ndarray | None:
+    """exp H(s / sum s) from the sweep's stored ``singular_entropy_linear`` = ln k - H (k = min(V, d) = d for an LM
+    head, V > d): k exp(-singular_entropy_linear). None when the records do not store it."""
+    if "singular_entropy_linear" not in checkpoints or not checkpoints["singular_entropy_linear"].notna().any():
+        return None
+    k = pd.to_numeric(checkpoints["hidden_size"], errors="coerce").to_numpy(np.float64)
+    return k * np.exp(-pd.to_numeric(checkpoints["singular_entropy_linear"], errors="coerce").to_numpy(np.float64))
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -266,6 +286,12 @@ def run_row(run: Run, t: Thresholds) -> dict[str, Any]:
     d = run.hidden_size
     row["final_rank_fraction"] = float(final_rank / d) if d else math.nan
     row["low_rank"] = bool(row["final_rank_fraction"] < t.low_rank) if d else None
+    lin = run.effective_rank_linear
+    lin_ok = rank_ok & np.isfinite(lin) if lin is not None else None
+    final_lin = float(lin[lin_ok][-1]) if lin is not None and lin_ok.any() else math.nan
+    row["final_effective_rank_linear"] = final_lin
+    row["final_rank_fraction_linear"] = float(final_lin / d) if d and math.isfinite(final_lin) else math.nan
+    row["low_rank_linear"] = bool(row["final_rank_fraction_linear"] < t.low_rank_linear) if _finite(row["final_rank_fraction_linear"]) else None
     row["collapses"] = rk.step is not None
     for name, ci in (("r", pearson_ci(run.effective_rank[keep], loss, t.level)),
                      ("r_detrended", detrended_correlation(run.effective_rank[keep], loss, t.level))):
@@ -296,6 +322,10 @@ def lead_lag(rows: Sequence[dict[str, Any]], sign: str, t: Thresholds) -> dict[s
     }
 
 
+#: Per-run numbers a group shows as mean and sd over its seeds.
+GROUP_VALUES = ("relative_rise", "best_step", "final_effective_rank", "final_rank_fraction", "final_rank_fraction_linear", "r_detrended")
+
+
 def group_rows(rows: Sequence[dict[str, Any]], t: Thresholds) -> list[dict[str, Any]]:
     """One row per group (model and settings over seeds): mean and spread (sd) of each number,
     the lead/lag of the rank collapse and the mean detrended correlation with its bootstrap interval."""
@@ -306,10 +336,9 @@ def group_rows(rows: Sequence[dict[str, Any]], t: Thresholds) -> list[dict[str, 
     for g, members in groups.items():
         row: dict[str, Any] = {"group": g, "n_seeds": len(members), "seeds": ",".join(str(m["seed"]) for m in members),
                                "hidden_size": members[0].get("hidden_size")}
-        for col in ("relative_rise", "best_step", "final_effective_rank", "final_rank_fraction", "r_detrended"):
-            vals = np.array([m.get(col) for m in members if _finite(m.get(col))], dtype=float)
-            row[f"{col}_mean"] = float(vals.mean()) if vals.size else math.nan
-            row[f"{col}_sd"] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+        for col in GROUP_VALUES:  # mean and sd over seeds: the one grouping function (lmsat.kinds.seeds.spread)
+            st = spread([m.get(col) for m in members])
+            row[f"{col}_mean"], row[f"{col}_sd"] = st["mean"], st["sd"]
         row["saturating"] = f"{sum(bool(m.get('saturates')) for m in members)}/{len(members)}"
         row["collapsing"] = f"{sum(bool(m.get('collapses')) for m in members)}/{len(members)}"
         ll = lead_lag(members, "rank", t)
@@ -349,6 +378,8 @@ def analyse(runs: Sequence[Run], t: Thresholds) -> dict[str, Any]:
     rows.sort(key=lambda r: (r["group"], _seed_order(r["seed"]), r["run_dir"]))
     lead = [lead_lag(rows, s, t) for s in SIGNS]
     co = {"low_rank": cooccurrence(rows, "low_rank"), "collapses": cooccurrence(rows, "collapses")}
+    if any(r.get("low_rank_linear") is not None for r in rows):  # Kulkarni et al.'s normalisation, where the records store it
+        co["low_rank_linear"] = cooccurrence(rows, "low_rank_linear")
     det = bootstrap_mean_ci([r["r_detrended"] for r in rows if _finite(r.get("r_detrended"))], t.level, t.n_boot)
     lev = bootstrap_mean_ci([r["r"] for r in rows if _finite(r.get("r"))], t.level, t.n_boot)
     summary = {"level": t.level, "n_runs": len(rows), "n_groups": len({r["group"] for r in rows}),
@@ -408,7 +439,8 @@ def verdict(summary: dict[str, Any], rank_lag: dict[str, Any], co: dict[str, dic
 
 def run_causality(run_dirs: Sequence[str | Path], output: str | Path | None = None, thresholds: Thresholds = Thresholds()) -> Record:
     """Read the runs, analyse, store one ``causality`` record in ``output`` (default: the first run
-    directory) and write ``causality_runs.csv`` and ``causality_groups.csv`` beside it."""
+    directory) and write ``causality_runs.csv`` and ``causality_groups.csv`` beside it (the figure:
+    :func:`lmsat.figures.causality.run_and_draw`, which the CLI calls)."""
     thresholds.validate()
     runs = read_runs(run_dirs)
     out = Path(output) if output is not None else Path(run_dirs[0])

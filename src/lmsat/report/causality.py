@@ -49,6 +49,7 @@ def group_frame(results: dict[str, Any]) -> pd.DataFrame:
         p = _num(g.get("precedes"))
         rows.append({"group": g["group"], "seeds": g["n_seeds"], "saturate": g["saturating"], "collapse": g["collapsing"],
                      "rise %": _pm(g, "relative_rise", 100.0, 1), "rank/d": _pm(g, "final_rank_fraction"),
+                     **({"rank/d, p = s/Σs": _pm(g, "final_rank_fraction_linear")} if _num(g.get("final_rank_fraction_linear_mean")) is not None else {}),
                      "lead (steps)": _ci(g.get("lag_mean"), g.get("lag_low"), g.get("lag_high"), ".0f"),
                      "precedes": "-" if p is None else f"{100 * p:.0f}%",
                      "r diff": _ci(g.get("r_detrended_mean"), g.get("r_detrended_low"), g.get("r_detrended_high"), "+.2f")})
@@ -75,6 +76,7 @@ def cooccurrence_frame(results: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for by, c in results.get("cooccurrence", {}).items():
         what = (f"final eff. rank < {t.get('low_rank')} d" if by == "low_rank"
+                else f"final eff. rank with p = s/Σs (Kulkarni et al.) < {t.get('low_rank_linear')} d" if by == "low_rank_linear"
                 else f"eff. rank falls by >= {100 * float(t.get('rank_drop', 0)):.0f}% of its peak")
         rows.append({"rank measure": what, "low & saturates": c["low_and_saturates"], "low & no rise": c["low_no_saturation"],
                      "high & saturates": c["high_and_saturates"], "high & no rise": c["high_no_saturation"], "unknown": c["unknown"]})
@@ -82,7 +84,8 @@ def cooccurrence_frame(results: dict[str, Any]) -> pd.DataFrame:
 
 
 RUN_COLUMNS = ["group", "seed", "best_step", "relative_rise", "saturates", "loss_onset", "rank_onset", "entropy_onset",
-               "anisotropy_onset", "final_rank_fraction", "low_rank", "r", "r_detrended", "r_detrended_low", "r_detrended_high"]
+               "anisotropy_onset", "final_rank_fraction", "low_rank", "final_rank_fraction_linear", "low_rank_linear", "r", "r_detrended",
+               "r_detrended_low", "r_detrended_high"]
 
 
 def runs_frame(results: dict[str, Any]) -> pd.DataFrame:
@@ -102,7 +105,8 @@ def causality_sections(records: list[Record], folder: Path) -> list[Any]:
         verdict = " ".join(res.get("verdict", []))
         stated = (f"Thresholds: saturates when final/best - 1 > {t.get('max_rise')}; collapse when the effective rank falls by "
                   f">= {t.get('rank_drop')} of its peak (or the singular entropy rises by >= {t.get('min_entropy_rise')} nats); "
-                  f"low rank when final effective rank / d < {t.get('low_rank')}; checkpoints from step {t.get('from_step')}; "
+                  f"low rank when final effective rank / d < {t.get('low_rank')} (p = s²/Σs², lmsat's and the study's; with "
+                  f"Kulkarni et al.'s p = s/Σs, < {t.get('low_rank_linear', '-')}); checkpoints from step {t.get('from_step')}; "
                   f"{100 * float(t.get('level', 0.95)):.0f}% intervals.")
         suffix = "" if len(records) == 1 else f"-{i + 1}"
         sec = Section(f"causality{suffix}", "Causality: head collapse and loss rise across seeds" + (f" ({i + 1})" if suffix else ""),
