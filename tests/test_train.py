@@ -137,8 +137,8 @@ def test_finished_family_is_skipped_and_outputs_are_written(family: dict, cli) -
     import pandas as pd
 
     table = pd.read_csv(runs / "training.csv")
-    assert list(table["d"]) == [4, 32]
-    assert table["gap"].iloc[0] == pytest.approx(family["records"][4].results["final_gap"])
+    assert list(table["hidden_size"]) == [4, 32]
+    assert table["final_gap"].iloc[0] == pytest.approx(family["records"][4].results["final_gap"])
 
 
 def test_changed_settings_are_refused_without_touching_the_model(family: dict, cli) -> None:

@@ -44,8 +44,9 @@ def synth(
     expected_entropy the exact expectation under the stationary context distribution.
     """
     from lmsat.errors import UserError
-    from lmsat.experiments.synth import TextLayout, synth_table, write_language
-    from lmsat.figures.training import plot_true_spectra
+    from lmsat.experiments.synth import TextLayout, write_language
+    from lmsat.figures.outputs import refresh_synth
+    from lmsat.kinds.synth import SynthRecord, truth_table
     from lmsat.synth.generator import LanguageSpec
 
     from lmsat.cli import validate as v
@@ -69,9 +70,9 @@ def synth(
     )
     record = write_language(spec, output, n_tokens=tokens, heldout_tokens=heldout_tokens,
                             layout=TextLayout(doc_tokens=doc_tokens), force=force)
-    figure = plot_true_spectra({family: record}, output / "figures" / "true_spectra.png")
-    print_table(synth_table(record), title=f"Synthetic language in {output}")
-    say(f"truth: {record.path}  figure: {figure}")
+    outputs = refresh_synth(output)
+    print_table(truth_table(SynthRecord.from_record(record)), title=f"Synthetic language in {output}")
+    say(f"truth: {record.path}  table: {outputs.csv}  figure: {', '.join(str(f) for f in outputs.figures)}")
     say(f"next: lmsat train --data {output / 'corpus'} --tokenizer {output / 'tokenizer'} -o RUN_DIR")
 
 
@@ -123,9 +124,9 @@ def train(
     its newest checkpoint and skips finished ones. On a language from `lmsat synth` the gap to
     its true entropy is measured on the same held-out tokens.
     """
-    from lmsat.figures.training import plot_family
-    from lmsat.store import Store, atomic_write_csv
-    from lmsat.training.train import TrainConfig, family_table, parse_hidden_sizes, train_family
+    from lmsat.figures.outputs import refresh_train
+    from lmsat.kinds.train import TrainRecord, summary_table
+    from lmsat.training.train import TrainConfig, parse_hidden_sizes, train_family
 
     from lmsat.cli import validate as v
 
@@ -148,11 +149,7 @@ def train(
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None
     records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force, seeds=seed_list)
-    everything = Store(output).records("train")
-    table = family_table(everything)
-    atomic_write_csv(output / "training.csv", table)
-    figures = plot_family(everything, output / "figures")
-    shown = table[table["model"].isin([r.key for r in records])]
-    columns = ["model", "d", "final_loss", "entropy", "gap", "best_step", "rise", "head_eff_rank", "anisotropy"]
-    print_table(shown[columns], title="Trained models (losses in nats/token)", floats=3)
-    say(f"checkpoints: {output}/<model>/step<N>  table: {output / 'training.csv'}  figures: {', '.join(str(f) for f in figures)}")
+    outputs = refresh_train(output)
+    shown = summary_table([TrainRecord.from_record(r) for r in records])
+    print_table(shown, title="Trained models (losses in nats/token)", floats=3)
+    say(f"checkpoints: {output}/<model>/step<N>  table: {outputs.csv}  figures: {', '.join(str(f) for f in outputs.figures)}")

@@ -30,6 +30,7 @@ import numpy as np
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.synth import SynthRecord
 from lmsat.store import Record, Store
 from lmsat.synth.generator import (
     Language,
@@ -241,22 +242,6 @@ def write_language(
             os.replace(staging / name, output / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    record = Store(output).put(KIND, KEY, inputs, results, arrays)
+    record = SynthRecord(key=KEY, inputs=inputs, **results).put(Store(output), arrays)
     (output / _INCOMPLETE).unlink(missing_ok=True)
     return record
-
-
-def synth_table(record: Record) -> Any:
-    """The scalar truth of a language as a two-column table (quantity, value)."""
-    import pandas as pd
-
-    keys = ["family", "vocab", "contexts", "rank", "order", "temperature", "concentration", "mix_concentration", "seed",
-            "n_tokens", "heldout_tokens", "true_entropy", "heldout_true_entropy", "expected_entropy",
-            "expected_entropy_weighting", "unigram_entropy", "uniform_entropy", "numerical_rank_probs",
-            "numerical_rank_logits", "w_error_probs_at_rank", "w_error_logits_at_rank"]
-    res = record.results
-    return pd.DataFrame({"quantity": keys, "value": [("-" if res.get(k) is None else str(_round(res.get(k)))) for k in keys]})
-
-
-def _round(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value

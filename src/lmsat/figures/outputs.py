@@ -70,3 +70,29 @@ def refresh_sweep(run_dir: str | os.PathLike[str], fit: dict | None = None) -> O
     atomic_write_csv(run_dir / "sweep.csv", frame)
     figures = draw_sweep_figures(frame, [r.record for r in records], fit, run_dir / "figures")
     return Outputs(frame, run_dir / "sweep.csv", list(figures.values()))
+
+
+def refresh_train(run_dir: str | os.PathLike[str]) -> Outputs:
+    """``training.csv`` (the train kind's frame) and the training figures from every train record of ``run_dir``."""
+    from lmsat.figures.training import plot_family
+    from lmsat.kinds import train as train_kind
+
+    run_dir = Path(run_dir)
+    records = train_kind.TrainRecord.load(Store(run_dir))
+    frame = train_kind.frame(records)
+    atomic_write_csv(run_dir / "training.csv", frame)
+    figures = plot_family([r.record for r in records], run_dir / "figures") if records else []
+    return Outputs(frame, run_dir / "training.csv", figures)
+
+
+def refresh_synth(language_dir: str | os.PathLike[str]) -> Outputs:
+    """``synth.csv`` (the language's generator truth) and ``figures/true_spectra.png`` from its synth record."""
+    from lmsat.figures.training import plot_true_spectra
+    from lmsat.kinds import synth as synth_kind
+
+    language_dir = Path(language_dir)
+    records = synth_kind.SynthRecord.load(Store(language_dir))
+    frame = synth_kind.frame(records)
+    atomic_write_csv(language_dir / "synth.csv", frame)
+    figures = [plot_true_spectra({str(r.family): r.record for r in records}, language_dir / "figures" / "true_spectra.png")] if records else []
+    return Outputs(frame, language_dir / "synth.csv", figures)

@@ -18,25 +18,40 @@ class SynthRecord(KindRecord):
     VERSION = 1
     WRITER = "lmsat synth"
 
-    # The generator's parameters (LanguageSpec.describe()), then the measured truth; more results stay in ``extra``.
+    # The generator's parameters (LanguageSpec.describe()), then the measured truth, in the writer's order.
     family: str = UNSET
     vocab: int = UNSET
     contexts: int = UNSET
     rank: int = UNSET
     order: int = UNSET
     temperature: float | None = UNSET
+    concentration: float | None = UNSET
+    mix_concentration: float | None = UNSET
     seed: int = UNSET
     n_tokens: int = UNSET
     heldout_tokens: int = UNSET
+    n_chains: int = UNSET
     true_entropy: float = UNSET
+    true_entropy_standard_error: float = UNSET
     heldout_true_entropy: float = UNSET
+    heldout_true_entropy_standard_error: float = UNSET
+    expected_entropy_empirical: float = UNSET
+    stationary_entropy: float | None = UNSET
     expected_entropy: float = UNSET
+    expected_entropy_weighting: str = UNSET
     unigram_entropy: float = UNSET
+    uniform_entropy: float = UNSET
     numerical_rank_probs: int = UNSET
     numerical_rank_logits: int = UNSET
     w_error_probs_at_rank: float = UNSET
     w_error_logits_at_rank: float = UNSET
     svd_truncation_gap: dict[str, float] = UNSET
+    contexts_visited: int = UNSET
+    context_map: str = UNSET
+    start_context: str = UNSET
+    eos_token: str = UNSET
+    eos_id: int = UNSET
+    notes: list[str] = UNSET
 
     @property
     def exact_rank(self) -> int | None:
@@ -71,3 +86,19 @@ def frame(records: Sequence[SynthRecord]) -> pd.DataFrame:
 
 def table(records: Sequence[SynthRecord]) -> pd.DataFrame:
     return labelled(frame(records), LABELS)
+
+
+TRUTH = ("family", "vocab", "contexts", "rank", "order", "temperature", "concentration", "mix_concentration", "seed",
+         "n_tokens", "heldout_tokens", "true_entropy", "heldout_true_entropy", "expected_entropy",
+         "expected_entropy_weighting", "unigram_entropy", "uniform_entropy", "numerical_rank_probs",
+         "numerical_rank_logits", "w_error_probs_at_rank", "w_error_logits_at_rank")
+
+
+def truth_table(record: SynthRecord) -> pd.DataFrame:
+    """The scalar truth of one language as a two-column table (quantity, value); entropies in nats/token."""
+    res = record.results()
+
+    def shown(x: Any) -> str:
+        return "-" if x is None else (f"{x:.6g}" if isinstance(x, float) else str(x))
+
+    return pd.DataFrame({"quantity": list(TRUTH), "value": [shown(res.get(k)) for k in TRUTH]})

@@ -29,6 +29,9 @@ class TrainRecord(KindRecord):
     hidden_size: int = UNSET
     n_params: int = UNSET
     n_params_non_embedding: int = UNSET
+    head: str = UNSET  # softmax | mos:K | sigsoftmax | mlp (docs/methods.md §9)
+    head_parameters: int = UNSET
+    head_flops_per_token: int = UNSET
     steps: int = UNSET
     tokens: int = UNSET
     checkpoints: list[str] = UNSET
@@ -64,7 +67,7 @@ class TrainRecord(KindRecord):
         return np.array([effective_rank(s) for s in spectra], dtype=np.float64)
 
 
-LABELS = {"model": "model", "hidden_size": "hidden size d", "n_params": "parameters", "steps": "steps", "tokens": "training tokens",
+LABELS = {"model": "model", "hidden_size": "hidden size d", "head": "head", "n_params": "parameters", "steps": "steps", "tokens": "training tokens",
           "final_eval_loss": "final held-out loss (nats/token)", "best_eval_loss": "best held-out loss (nats/token)",
           "best_step": "best step", "relative_rise": "relative rise final/best - 1", "reference_entropy": "true entropy (nats/token)",
           "final_gap": "final gap to the true entropy (nats/token)", "final_gap_standard_error": "standard error of the gap (nats/token)",
@@ -96,3 +99,16 @@ def table(records: Sequence[TrainRecord]) -> pd.DataFrame:
     numeric = [c for c in shown if pd.api.types.is_numeric_dtype(out[c])]
     keys = ["hidden_size", *(c for c in shown if c not in numeric), "_settings"]
     return grouped_table(out, "model", keys, numeric, LABELS)
+
+
+# The columns `lmsat train` prints (short headers for a terminal; losses in nats/token): the CSV keeps them all.
+SUMMARY = {"model": "model", "hidden_size": "d", "head": "head", "final_eval_loss": "final loss", "best_eval_loss": "best loss",
+           "best_step": "best step", "relative_rise": "rise", "reference_entropy": "entropy", "final_gap": "gap",
+           "final_head_effective_rank": "head eff. rank", "final_last_layer_anisotropy": "anisotropy"}
+
+
+def summary_table(records: Sequence[TrainRecord]) -> pd.DataFrame:
+    """:func:`table` cut to the :data:`SUMMARY` columns, with short headers (seed groups kept as in :func:`table`)."""
+    out = table(records)
+    keep = {LABELS[c]: short for c, short in SUMMARY.items() if LABELS[c] in out.columns}
+    return out[list(keep)].rename(columns=keep)

@@ -114,9 +114,8 @@ def train_model(cfg: TrainConfig, inputs: FamilyInputs, data: TrainingData, outp
         if step + 1 in schedule:
             checkpoint(step + 1)
     n_params, n_params_body = count_params(model)
-    return store.put(KIND, cfg.model_name, _record_inputs(cfg, inputs, data, device),
-                     *_record_results(cfg, model_dir, n_params, n_params_body, clock.now(), head_cost(model)),
-                     schema_version=TrainRecord.VERSION)
+    results, arrays = _record_results(cfg, model_dir, n_params, n_params_body, clock.now(), head_cost(model))
+    return TrainRecord(key=cfg.model_name, inputs=_record_inputs(cfg, inputs, data, device), **results).put(store, arrays)
 
 
 def train_step(model: Any, optimizer: Any, x: Any, lr: float, grad_clip: float, device: str, spectral_reg: float = 0.0) -> tuple[Any, Any]:
@@ -296,27 +295,6 @@ def train_family(
     prepared = prepare_data(inputs.corpus, inputs.tokenizer, config.seq_len, config.eval_tokens, inputs.eval_corpus,
                             max_tokens=config.max_tokens)
     return [train_model(cfg, inputs, prepared, output, force=force) for cfg in configs]
-
-
-def family_table(records: list[Record]) -> Any:
-    """One row per trained model (sorted by d): losses in nats/token, gap to the true entropy, saturation signs.
-
-    ``rise`` = final / best held-out loss - 1; ``head_eff_rank`` = exp(H(s^2 / sum s^2)) of the
-    LM head; ``anisotropy`` = last-layer anisotropy on held-out text (final checkpoint).
-    """
-    import pandas as pd
-
-    rows = []
-    for rec in sorted(records, key=lambda r: (r.results["hidden_size"], r.key)):
-        res = rec.results
-        rows.append({
-            "model": rec.key, "d": res["hidden_size"], "params": res["n_params"], "steps": res["steps"],
-            "final_loss": res["final_eval_loss"], "best_loss": res["best_eval_loss"], "best_step": res["best_step"],
-            "rise": res["relative_rise"], "entropy": res.get("reference_entropy"), "gap": res.get("final_gap"),
-            "best_gap": res.get("best_gap"), "head_eff_rank": res.get("final_head_effective_rank"),
-            "anisotropy": res.get("final_last_layer_anisotropy"),
-        })
-    return pd.DataFrame(rows)
 
 
 def parse_hidden_sizes(text: str) -> list[int]:
