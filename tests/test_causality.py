@@ -189,6 +189,9 @@ def test_group_labels_name_only_the_settings_that_split_the_runs():
             run("m-d8-l2", batch_size=128, steps=96, weight_decay=0.01, head="softmax"),
             run("m-d8-l2-seed1-mos4", batch_size=128, steps=96, weight_decay=0.01, head="mos:4")]
     _label_train_groups(runs)
-    # steps follow from the batch size (same token budget) and the missing head is the default softmax
-    assert [r.group for r in runs] == ["m-d8-l2 head=softmax batch=16", "m-d8-l2 head=softmax batch=16",
-                                       "m-d8-l2 head=softmax batch=128", "m-d8-l2-mos4 head=mos:4 batch=128"]
+    # steps follow from the batch size (same token budget), the missing head is the default softmax, and the head
+    # is already told apart by the model name (-mos4)
+    assert [r.group for r in runs] == ["m-d8-l2 batch=16", "m-d8-l2 batch=16", "m-d8-l2 batch=128", "m-d8-l2-mos4 batch=128"]
+    grid = [run("m-d8-l2", batch_size=16, weight_decay=0.5), run("m-d8-l2", batch_size=16, weight_decay=0.01, head="softmax")]
+    _label_train_groups(grid)
+    assert [r.group for r in grid] == ["m-d8-l2 wd=0.5", "m-d8-l2 wd=0.01"]

@@ -228,7 +228,7 @@ def _label_train_groups(runs: list[Run]) -> None:
 
     A setting missing from an older record counts as its default (``TrainConfig``), and a setting
     that only follows from others already named (e.g. the steps of a fixed token budget, which
-    follow from the batch size) is left out of the label.
+    follow from the batch size) or from the model name (``-mos4``, ``-specreg1``) is left out of the label.
     """
     from lmsat.training.config import TrainConfig
 
@@ -240,8 +240,8 @@ def _label_train_groups(runs: list[Run]) -> None:
                   key=lambda k: (_LABEL_ORDER.index(k) if k in _LABEL_ORDER else len(_LABEL_ORDER), k))
     chosen: list[str] = []
 
-    def parts(r: Run, ks: list[str]) -> tuple[str, ...]:
-        return tuple(repr(r.settings.get(k)) for k in ks)
+    def parts(r: Run, ks: list[str]) -> tuple[str, ...]:  # the name already tells apart what it encodes (head, mos4, specreg1)
+        return (_TRAIN_SEEDS.sub("", r.model), *(repr(r.settings.get(k)) for k in ks))
 
     for k in keys:
         if len({parts(r, chosen + [k]) for r in runs}) > len({parts(r, chosen) for r in runs}):
@@ -328,7 +328,7 @@ GROUP_VALUES = ("relative_rise", "best_step", "final_effective_rank", "final_ran
 
 def group_rows(rows: Sequence[dict[str, Any]], t: Thresholds) -> list[dict[str, Any]]:
     """One row per group (model and settings over seeds): mean and spread (sd) of each number,
-    the lead/lag of the rank collapse and the mean detrended correlation with its bootstrap interval."""
+    the lead/lag of the rank collapse, and the mean relative rise and mean detrended correlation with their bootstrap intervals."""
     out = []
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -345,6 +345,8 @@ def group_rows(rows: Sequence[dict[str, Any]], t: Thresholds) -> list[dict[str, 
         row.update(lag_mean=ll["lag_mean"], lag_low=ll["lag_low"], lag_high=ll["lag_high"], precedes=ll["precedes"], n_both=ll["n_both"])
         det = bootstrap_mean_ci([m["r_detrended"] for m in members if _finite(m.get("r_detrended"))], t.level, t.n_boot)
         row.update(r_detrended_low=det.low, r_detrended_high=det.high)
+        rise = bootstrap_mean_ci([m["relative_rise"] for m in members if _finite(m.get("relative_rise"))], t.level, t.n_boot)
+        row.update(relative_rise_low=rise.low, relative_rise_high=rise.high)
         out.append(row)
     return out
 
