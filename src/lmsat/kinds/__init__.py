@@ -31,6 +31,7 @@ from lmsat.kinds import (
     sweep,
     synth,
     train,
+    verdict,
 )
 from lmsat.kinds.base import KindRecord
 from lmsat.store import Record
@@ -64,6 +65,8 @@ REGISTRY: dict[str, Kind] = {k.name: k for k in (
          rank_probe.table),
     Kind("downstream", downstream.DownstreamRecord, "Downstream scores per checkpoint", None, intermediate=True),
     Kind("downstream_table", downstream.DownstreamTableRecord, "Downstream tasks: best vs final checkpoint", downstream.table),
+    # lmsat diagnose's verdict: shown first, in words, not as a table
+    Kind("verdict", verdict.VerdictRecord, "Verdict: is d binding?", None, intermediate=True),
 )}
 
 

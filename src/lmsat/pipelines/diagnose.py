@@ -44,9 +44,10 @@ from lmsat import __version__
 from lmsat.errors import UserError
 from lmsat.pipelines import previous_inputs, run_stages
 from lmsat.experiments.rank_probe.settings import SVD_LR_GRID
+from lmsat.kinds.verdict import VerdictRecord
 from lmsat.store import Record, Store, atomic_write_json, fingerprint
 
-KIND = "verdict"
+KIND = VerdictRecord.KIND
 REPORT = "report.html"
 CONFIG_FILE = "diagnose.json"
 # A rank change that moves the probe loss by less than this (nats/token) is called negligible
@@ -226,7 +227,7 @@ def run_diagnose(
     run_stages(stages, say, result.seconds, n)
     say(f"[{n - 1}/{n}] verdict ...")
     rec = write_verdict(out, b)
-    result.verdict = rec.results
+    result.verdict = VerdictRecord.from_record(rec).results()
     say(f"[{n}/{n}] writing the report ...")
     from lmsat.report import build_report
 
@@ -540,7 +541,7 @@ def write_verdict(out: Path, b: Budget) -> Record:
     sources = sorted(f"{r.kind}/{r.key}" for kind in store.kinds() if kind != KIND for r in store.records(kind))
     inputs = {"model": config["model"], "data": config["data"], "budget": b.describe(), "hidden_size": d,
               "sources": fingerprint(sources), "lmsat_version": __version__}
-    return store.put(KIND, "verdict", inputs, v)
+    return VerdictRecord(key="verdict", inputs=inputs, **v).put(store)
 
 
 __all__ = ["BUDGETS", "Budget", "run_diagnose", "verdict_of", "write_verdict", "probe_ranks", "default_output"]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from lmsat.errors import UserError
 from lmsat.report.diagnosis import ModelDiagnosis, diagnose
+from lmsat.kinds.verdict import VerdictRecord
 from lmsat.store import Record, Store, atomic_write_csv, atomic_write_text, slugify
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
@@ -126,7 +127,7 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
             atomic_write_csv(path, frame)
             csv_paths.append(path)
     meta = {"title": title, "run_dirs": [str(d) for d in dirs], "kinds": {k: len(v) for k, v in sorted(records.items())},
-            "files": files.name, "verdicts": [v.results for v in verdicts]}
+            "files": files.name, "verdicts": [VerdictRecord.from_record(v).results() for v in verdicts]}
     if fmt == "html":
         from lmsat.report.html import render_html
 
