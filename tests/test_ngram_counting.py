@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -170,3 +171,85 @@ def test_max_contexts_keeps_most_frequent_or_a_seeded_random_subset():
     assert a.tolist() == b.tolist() and len(a) == 4 and len(set(a.tolist())) == 4
     expected = np.sort(np.random.default_rng(1).choice(np.arange(8), size=4, replace=False))
     assert a.tolist() == expected.tolist()
+
+
+def _assert_same_table(a: NGramCounts, b: NGramCounts) -> None:
+    assert (a.n, a.vocab_size, a.n_tokens) == (b.n, b.vocab_size, b.n_tokens)
+    for field in ("contexts", "indptr", "next_token", "count"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype and x.shape == y.shape, field
+        np.testing.assert_array_equal(x, y, err_msg=field)
+
+
+def _zipf_ids(n_tokens: int, vocab: int, seed: int) -> np.ndarray:
+    p = 1.0 / np.arange(1, min(vocab, 2000) + 1) ** 1.1
+    ids = np.random.default_rng(seed).choice(len(p), size=n_tokens, p=p / p.sum())
+    return (ids * (vocab // len(p))).astype(
+        np.int64
+    )  # spread over the id range (large ids exercised)
+
+
+@pytest.mark.parametrize(
+    ("vocab", "n"), [(50257, 5), (70000, 4), (2**20, 3), (2**31, 4), (7, 6)]
+)
+def test_compiled_and_numpy_counters_give_identical_tables(monkeypatch, vocab, n):
+    """The numba kernels (scatter, per-group radix sort, table fill, pairwise merge) == the numpy route, bit for bit."""
+    from lmsat.measure import ngram
+
+    if not ngram._kernels.HAVE_NUMBA:
+        pytest.skip(
+            "numba not installed (pip install lmsat[fast]): only the numpy route exists"
+        )
+    ids = _zipf_ids(60_000, vocab, seed=vocab % 97)
+    shards = [ids[i : i + 20_000 + n - 1] for i in range(0, ids.size, 20_000)]
+    tables = {}
+    for use in (True, False):
+        monkeypatch.setattr(ngram, "USE_NUMBA", use)
+        parts = [count_ngrams(s, n, vocab) for s in shards]
+        tables[use] = (count_ngrams(ids, n, vocab), parts, merge_counts(parts))
+    _assert_same_table(tables[True][0], tables[False][0])
+    for a, b in zip(tables[True][1], tables[False][1]):
+        _assert_same_table(a, b)
+    _assert_same_table(tables[True][2], tables[False][2])
+    whole = tables[True][0]
+    merged = tables[True][
+        2
+    ]  # shards overlap by n-1 tokens, so the merge is the whole stream's table
+    np.testing.assert_array_equal(merged.ngram_rows(), whole.ngram_rows())
+    np.testing.assert_array_equal(merged.count, whole.count)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_spilled_range_buckets_equal_in_memory_count(tmp_path, monkeypatch, use_numba):
+    """A multi-shard stream spilled to disk as first-token ranges: the buckets come in context order, are
+    disjoint, and together equal count_ngrams of the whole stream; the spill files are removed."""
+    from lmsat.measure import ngram
+    from lmsat.measure.ngram import NGramCounter, concat_disjoint
+
+    if use_numba and not ngram._kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(ngram, "USE_NUMBA", use_numba)
+    vocab, n = 50257, 5
+    ids = _zipf_ids(80_000, vocab, seed=5)
+    expected = count_ngrams(ids, n, vocab)
+    counter = NGramCounter(
+        n,
+        vocab,
+        shard_tokens=15_000,
+        max_rows_in_memory=20_000,
+        spill_dir=tmp_path / "spill",
+        n_buckets=4,
+    )
+    for piece in np.array_split(ids, 13):
+        counter.add(piece)
+    pieces = list(counter.finish_buckets())
+    assert counter.n_shards >= 5 and len(pieces) >= 3
+    firsts = [p.contexts[:, 0].astype(np.int64) for p in pieces]
+    assert all(
+        a.max() < b.min() for a, b in itertools.pairwise(firsts)
+    )  # disjoint ranges, in order
+    got = concat_disjoint(pieces, n, vocab, counter.n_tokens)
+    np.testing.assert_array_equal(got.ngram_rows(), expected.ngram_rows())
+    np.testing.assert_array_equal(got.count, expected.count)
+    assert got.n_tokens == expected.n_tokens == ids.size
+    assert not (tmp_path / "spill").exists()

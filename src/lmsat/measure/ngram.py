@@ -32,13 +32,15 @@ can be counted apart (e.g. as Ray tasks) and merged by partitioning on context.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+
+from lmsat.measure import _ngram_kernels as _kernels
 
 RowWeight = Literal["uniform", "frequency"]
 ROW_WEIGHTS: tuple[str, ...] = ("uniform", "frequency")
@@ -47,6 +49,8 @@ CONTEXT_SELECTIONS: tuple[str, ...] = ("frequent", "random")
 _U64_MAX = (1 << 64) - 1
 _LOOKUP_MAX_VOCAB = 1 << 24
 DEFAULT_SHARD_TOKENS = 50_000_000  # counting peaks near 90 bytes per token: ~4.5 GB per shard
+# Compiled kernels (numba, ``pip install lmsat[fast]``) when installed; the numpy route gives identical tables.
+USE_NUMBA: bool = _kernels.HAVE_NUMBA
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,19 @@ def _count_by_first_token(tokens: np.ndarray, n: int, vocab_size: int) -> NGramC
     sorted with ``np.sort`` in place: no 64-bit argsort over all windows, no 2-D gathers.
     """
     n_win = tokens.size - n + 1
+    if USE_NUMBA:
+        per_first = np.bincount(tokens[:n_win], minlength=vocab_size)
+        group_end = np.cumsum(per_first)
+        group_start = group_end - per_first
+        del per_first
+        width = (n - 1) * _id_bits(vocab_size)
+        rest_mask = np.uint64(_U64_MAX if width >= 64 else (1 << width) - 1)
+        rest = _kernels.scatter_by_first(tokens, n, _id_bits(vocab_size), rest_mask, group_start)
+        del group_start
+        _kernels.sort_groups_u64(rest, group_end, int(np.diff(group_end, prepend=0).max()))
+        box = [rest]
+        del rest
+        return _table_compiled(box, group_end, None, n, vocab_size, int(tokens.size))
     bits = np.uint64(_id_bits(vocab_size))
     rest = np.zeros(n_win, dtype=np.uint64)
     u = _as_u64(tokens)
@@ -360,6 +377,65 @@ def _count_by_first_token(tokens: np.ndarray, n: int, vocab_size: int) -> NGramC
     box = [rest]
     del rest
     return _table_from_sorted(box, group_end, None, n, vocab_size, int(tokens.size))
+
+
+def _ctx_dtype(vocab_size: int, n: int) -> type:
+    """Context id dtype of a table: uint16/uint32 on the first-token route, int64 otherwise."""
+    if not _packs_in_u64(vocab_size, n - 1):
+        return np.int64
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
+def _table_compiled(
+    box: list[np.ndarray], group_end: np.ndarray, count: np.ndarray | None, n: int, vocab_size: int, n_tokens: int
+) -> NGramCounts:
+    """:func:`_table_from_sorted` in two compiled passes (sizes, then fill): the same table."""
+    rest = box.pop()
+    bits = _id_bits(vocab_size)
+    group_end = np.ascontiguousarray(group_end, dtype=np.int64)
+    n_k, n_c = _kernels.table_sizes(rest, group_end, bits)
+    contexts = np.empty((n_c, n - 1), dtype=_ctx_dtype(vocab_size, n))
+    indptr = np.empty(n_c + 1, dtype=np.int64)
+    cnt = np.empty(n_k, dtype=np.int64)
+    next_token = rest.view(np.int64)[:n_k]  # written in place over the keys, which are read first
+    weights = np.zeros(1, dtype=np.int64) if count is None else np.ascontiguousarray(count, dtype=np.int64)
+    _kernels.table_fill(rest, group_end, weights, count is not None, bits, contexts, indptr, next_token, cnt)
+    del rest
+    return NGramCounts(n, vocab_size, contexts, indptr, next_token, cnt, n_tokens)
+
+
+def _merge_pair(a: NGramCounts, b: NGramCounts, id_dtype: type) -> NGramCounts:
+    """merge_counts of two sorted tables by one compiled linear merge (outputs sized C_a + C_b, K_a + K_b, then trimmed)."""
+    ctx_a = np.ascontiguousarray(a.contexts, dtype=id_dtype)
+    ctx_b = np.ascontiguousarray(b.contexts, dtype=id_dtype)
+    args = []
+    for t in (a, b):
+        args.append(np.ascontiguousarray(t.indptr, dtype=np.int64))
+        args.append(np.ascontiguousarray(t.next_token, dtype=np.int64))
+        args.append(np.ascontiguousarray(t.count, dtype=np.int64))
+    ctx_o = np.empty((ctx_a.shape[0] + ctx_b.shape[0], a.n - 1), dtype=id_dtype)
+    ind_o = np.empty(ctx_o.shape[0] + 1, dtype=np.int64)
+    next_o = np.empty(a.n_ngrams + b.n_ngrams, dtype=np.int64)
+    cnt_o = np.empty(next_o.size, dtype=np.int64)
+    n_c, n_k = _kernels.merge_two(ctx_a, *args[:3], ctx_b, *args[3:], ctx_o, ind_o, next_o, cnt_o)
+    # Untouched tails of the upper-bound buffers are never written, so they hold no memory pages.
+    return NGramCounts(a.n, a.vocab_size, ctx_o[:n_c], ind_o[: n_c + 1], next_o[:n_k], cnt_o[:n_k], a.n_tokens + b.n_tokens)
+
+
+def _merge_compiled(parts: Sequence[NGramCounts], n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
+    """merge_counts as a balanced tree of pairwise linear merges of sorted runs (each input freed once merged)."""
+    id_dtype = _ctx_dtype(vocab_size, n)
+    queue = list(parts)
+    while len(queue) > 1:
+        merged = []
+        while len(queue) >= 2:
+            a, b = queue.pop(0), queue.pop(0)
+            merged.append(_merge_pair(a, b, id_dtype))
+            del a, b
+        queue = merged + queue
+    out = queue[0]
+    contexts = out.contexts.astype(id_dtype, copy=False)
+    return NGramCounts(n, vocab_size, contexts, out.indptr, out.next_token, out.count, n_tokens)
 
 
 def _sort_groups(rest: np.ndarray, group_end: np.ndarray, count: np.ndarray | None) -> None:
@@ -446,6 +522,8 @@ def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
     if len(parts) == 1:
         p = parts[0]
         return NGramCounts(n, vocab_size, p.contexts, p.indptr, p.next_token, p.count, n_tokens)
+    if USE_NUMBA:
+        return _merge_compiled(parts, n, vocab_size, n_tokens)
     if _packs_in_u64(vocab_size, n - 1):
         return _merge_by_first_token(parts, n, vocab_size, n_tokens)
     rows = np.concatenate([p.ngram_rows() for p in parts])
@@ -453,13 +531,25 @@ def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
     return _group_counts(rows, weights, n, vocab_size, n_tokens)
 
 
-def _bucket_of(contexts: np.ndarray, n_buckets: int) -> np.ndarray:
-    """A bucket in [0, n_buckets) per context, the same in every shard (multiplicative hash)."""
-    h = np.zeros(contexts.shape[0], dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(contexts.shape[1]):
-            h = (h ^ contexts[:, j].astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
-    return ((h >> np.uint64(33)) % np.uint64(n_buckets)).astype(np.int64)
+def _first_token_bounds(counts: NGramCounts, n_buckets: int) -> np.ndarray:
+    """(B+1,) increasing first-token ids splitting a table's n-gram rows into about equal buckets.
+
+    Bucket b holds the contexts whose first id lies in [bounds[b], bounds[b+1]); bounds[0] = 0 and
+    bounds[-1] = V, so every table, sorted by context, splits into B contiguous slices.
+    """
+    at = (counts.n_ngrams * np.arange(1, n_buckets)) // n_buckets  # n-gram rows at the quantiles
+    ctx = np.searchsorted(counts.indptr, at, side="right") - 1
+    cuts = counts.contexts[np.clip(ctx, 0, max(0, counts.n_contexts - 1)), 0].astype(np.int64) if counts.n_contexts else []
+    return np.unique(np.concatenate([[0], cuts, [counts.vocab_size]])).astype(np.int64)
+
+
+def _slice_contexts(counts: NGramCounts, c0: int, c1: int) -> NGramCounts:
+    """Contexts c0:c1 of a table (contiguous, so views and no gather)."""
+    k0, k1 = int(counts.indptr[c0]), int(counts.indptr[c1])
+    return NGramCounts(
+        counts.n, counts.vocab_size, counts.contexts[c0:c1], counts.indptr[c0 : c1 + 1] - k0,
+        counts.next_token[k0:k1], counts.count[k0:k1], counts.n_tokens,
+    )
 
 
 def _select_contexts(counts: NGramCounts, keep: np.ndarray) -> NGramCounts:
@@ -480,9 +570,10 @@ class NGramCounter:
     buffer is counted (:func:`count_ngrams`) with the last n-1 tokens carried
     over, so the result equals counting the whole stream at once. Shard tables
     are merged when more than ``max_rows_in_memory`` n-gram rows are held; with
-    a ``spill_dir`` they are instead split into ``n_buckets`` buckets of
-    contexts and written to disk, and :meth:`finish` merges one bucket at a time
-    (peak memory: one bucket's parts plus the final table).
+    a ``spill_dir`` they are instead cut into ``n_buckets`` ranges of first tokens
+    (slices of the sorted tables) and written to disk, and :meth:`finish` merges one
+    bucket at a time (peak memory: one bucket's parts plus the final table);
+    :meth:`finish_buckets` yields the buckets' tables one by one instead.
     """
 
     def __init__(
@@ -507,6 +598,7 @@ class NGramCounter:
         self._carry = np.zeros(0, dtype=np.int64)
         self._parts: list[NGramCounts] = []
         self._spills = 0
+        self._bounds: np.ndarray | None = None
         self.n_tokens = 0
         self.n_shards = 0
 
@@ -540,36 +632,59 @@ class NGramCounter:
                 self._parts = [merge_counts(self._parts)]
 
     def _spill(self) -> None:
+        """Write each held shard table to disk as range buckets of first tokens (slices: no merge, no gather)."""
         assert self.spill_dir is not None
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        merged = merge_counts(self._parts)
-        buckets = _bucket_of(merged.contexts, self.n_buckets)
-        for b in range(self.n_buckets):
-            part = _select_contexts(merged, np.nonzero(buckets == b)[0])
-            np.savez(self.spill_dir / f"bucket{b:03d}-{self._spills:05d}.npz", **part.arrays())
-        self._spills += 1
-        self._parts = []
+        if self._bounds is None:
+            self._bounds = _first_token_bounds(self._parts[0], self.n_buckets)
+        parts, self._parts = self._parts, []
+        while parts:
+            part = parts.pop(0)
+            cuts = np.searchsorted(part.contexts[:, 0], self._bounds)
+            for b in range(len(self._bounds) - 1):
+                piece = _slice_contexts(part, int(cuts[b]), int(cuts[b + 1]))
+                if piece.n_ngrams:
+                    np.savez(self.spill_dir / f"bucket{b:03d}-{self._spills:05d}.npz", **piece.arrays())
+            self._spills += 1
+            del part
 
-    def finish(self) -> NGramCounts:
-        """Count what is buffered and return the merged table of the whole stream."""
+    def finish_buckets(self) -> Iterator[NGramCounts]:
+        """Count what is buffered and yield the whole stream's table in pieces, in context order.
+
+        Without spilling: one table (as :meth:`finish`). After spilling: one merged table per range
+        bucket of first tokens (peak memory: one bucket's parts and its merge), so a stream whose
+        table exceeds memory can be consumed bucket by bucket; the spill files are removed at the
+        end. Concatenated (:func:`concat_disjoint`), the pieces equal :meth:`finish`. Each piece's
+        ``n_tokens`` is the whole stream's.
+        """
         self._count_buffer()
         n_tokens = self.n_tokens
         if self._spills == 0:
             out = merge_counts(self._parts) if self._parts else _empty_counts(self.n, self.vocab_size)
-            return NGramCounts(out.n, out.vocab_size, out.contexts, out.indptr, out.next_token, out.count, n_tokens)
+            self._parts = []
+            yield NGramCounts(out.n, out.vocab_size, out.contexts, out.indptr, out.next_token, out.count, n_tokens)
+            return
         if self._parts:
             self._spill()
-        assert self.spill_dir is not None
-        merged_buckets = []
-        for b in range(self.n_buckets):
-            parts = []
-            for path in sorted(self.spill_dir.glob(f"bucket{b:03d}-*.npz")):
-                with np.load(path) as data:
-                    parts.append(NGramCounts.from_arrays({k: data[k] for k in data.files}))
-            if parts:
-                merged_buckets.append(merge_counts(parts))
-        shutil.rmtree(self.spill_dir, ignore_errors=True)
-        return concat_disjoint(merged_buckets, self.n, self.vocab_size, n_tokens)
+        assert self.spill_dir is not None and self._bounds is not None
+        try:
+            for b in range(len(self._bounds) - 1):
+                parts = []
+                for path in sorted(self.spill_dir.glob(f"bucket{b:03d}-*.npz")):
+                    with np.load(path) as data:
+                        parts.append(NGramCounts.from_arrays({k: data[k] for k in data.files}))
+                    path.unlink()
+                if parts:
+                    out = merge_counts(parts)
+                    del parts
+                    yield NGramCounts(out.n, out.vocab_size, out.contexts, out.indptr, out.next_token, out.count, n_tokens)
+        finally:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+    def finish(self) -> NGramCounts:
+        """Count what is buffered and return the merged table of the whole stream."""
+        n_tokens_pieces = list(self.finish_buckets())
+        return concat_disjoint(n_tokens_pieces, self.n, self.vocab_size, self.n_tokens)
 
 
 def concat_disjoint(parts: Sequence[NGramCounts], n: int, vocab_size: int, n_tokens: int) -> NGramCounts:
