@@ -54,6 +54,12 @@ class Done(Generic[R]):
     value: R | None = None
     error: str | None = None  # every attempt's worker died, or the unit raised (a bug: units return their failures)
     seconds: float = 0.0  # wall time from submission (Ray) or start (local) to the result
+    exception: BaseException | None = None  # what the unit raised, when it raised (e.g. a UserError to re-raise)
+
+    def reraise_user_error(self) -> None:
+        """Raise the unit's own :class:`UserError` again on the driver (a user mistake found in the task)."""
+        if isinstance(self.exception, UserError):
+            raise UserError(str(self.exception)) from None
 
 
 class LocalExecutor:
@@ -74,7 +80,7 @@ class LocalExecutor:
             try:
                 value = fn(*a)
             except Exception as exc:
-                yield Done(i, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
+                yield Done(i, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0, exception=exc)
             else:
                 yield Done(i, value=value, seconds=time.perf_counter() - t0)
 
@@ -186,7 +192,8 @@ class RayExecutor:
                             value = (*held.pop(i), value)
                     except ray.exceptions.RayTaskError as exc:
                         cause = getattr(exc, "cause", None) or exc
-                        yield Done(i, error=f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}", seconds=time.perf_counter() - t0)
+                        yield Done(i, error=f"{type(cause).__name__}: {' '.join(str(cause).split())[:400]}", seconds=time.perf_counter() - t0,
+                                   exception=cause if isinstance(cause, BaseException) else None)
                     except ray.exceptions.RayError as exc:
                         text = " ".join(str(exc).split())[:300]
                         yield Done(i, error=f"Ray worker lost {self.max_retries + 1} time(s): {type(exc).__name__}: {text}", seconds=time.perf_counter() - t0)
@@ -206,6 +213,35 @@ class RayExecutor:
 
 
 Executor = LocalExecutor | RayExecutor
+
+
+def task_resources(executor: Executor, device: str, gpus_per_task: float | None, cpus_per_task: float) -> Resources:
+    """``--gpus-per-task`` (default: 1 when the device is CUDA) and ``--cpus-per-task``, checked against the cluster."""
+    if cpus_per_task <= 0:
+        raise UserError(f"--cpus-per-task must be positive (got {cpus_per_task}).")
+    if gpus_per_task is not None and gpus_per_task < 0:
+        raise UserError(f"--gpus-per-task must be 0 or more (got {gpus_per_task}).")
+    gpus = (1.0 if device == "cuda" else 0.0) if gpus_per_task is None else float(gpus_per_task)
+    if device == "cuda" and gpus == 0:
+        raise UserError("--device cuda with --gpus-per-task 0 would run tasks where no GPU is reserved; give --gpus-per-task 1 (or a fraction).")
+    have_gpus = getattr(executor, "cluster_gpus", lambda: gpus)()
+    have_cpus = getattr(executor, "cluster_cpus", lambda: cpus_per_task)()
+    if gpus > have_gpus:  # the task could never be scheduled: say so instead of waiting forever
+        raise UserError(f"each task asks for {gpus:g} GPU(s) but the Ray cluster has {have_gpus:g}; use --device cpu (or --gpus-per-task 0), or add GPU nodes.")
+    if cpus_per_task > have_cpus:
+        raise UserError(f"--cpus-per-task {cpus_per_task:g} is more than the Ray cluster's {have_cpus:g} CPUs; give at most {have_cpus:g}.")
+    return Resources(cpus=float(cpus_per_task), gpus=gpus)
+
+
+def task_device(executor: Executor, device: str) -> str:
+    """The device the tasks use: ``auto`` -> cuda when the cluster has GPUs (Ray) or this machine has one (local)."""
+    if device != "auto":
+        return device
+    if isinstance(executor, LocalExecutor):
+        from lmsat.loading.models import resolve_device
+
+        return resolve_device(device)
+    return "cuda" if executor.cluster_gpus() > 0 else "cpu"
 
 
 def make_executor(use_ray: bool, address: str | None = None) -> Executor:

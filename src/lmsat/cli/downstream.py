@@ -9,6 +9,7 @@ import typer
 
 from lmsat.cli.app import app
 from lmsat.cli.options import BatchSize, Device, Dtype, Force, TrustRemoteCode
+from lmsat.cli.ray_options import CpusPerTask, GpusPerTask, RayAddress, UseRay, grid_executor
 from lmsat.cli.show import print_table, say
 from lmsat.errors import UserError
 
@@ -62,6 +63,10 @@ def downstream(
     ] = True,
     trust_remote_code: TrustRemoteCode = False,
     force: Force = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    gpus_per_task: GpusPerTask = None,
+    cpus_per_task: CpusPerTask = 1.0,
 ) -> None:
     """Evaluate each model's best and final checkpoint on zero-shot tasks with lm-evaluation-harness (study Table 1).
 
@@ -114,9 +119,11 @@ def downstream(
     def on_start(ckpt, role, index, total, log_path) -> None:
         say(f"[{index}/{total}] {ckpt.key} ({role} checkpoint): lm-eval on {', '.join(plan.names)}; log: {log_path}")
 
-    tables = ds.run_downstream(selections, plan, out, dtype=dtype, device=device, batch_size=batch_size,
-                               bootstrap_iters=bootstrap_iters, log_samples=log_samples,
-                               trust_remote_code=trust_remote_code, force=force, on_start=on_start)
+    with grid_executor(ray, ray_address, device, gpus_per_task, cpus_per_task, "downstream") as (executor, resources):
+        tables = ds.run_downstream(selections, plan, out, dtype=dtype, device=device, batch_size=batch_size,
+                                   bootstrap_iters=bootstrap_iters, log_samples=log_samples,
+                                   trust_remote_code=trust_remote_code, force=force, on_start=on_start,
+                                   executor=executor, resources=resources)  # --ray: one task per checkpoint
     atomic_write_csv(out / "downstream.csv", ds.downstream_frame(Store(out).records(ds.TABLE_KIND)))
     for rec in tables:
         print_table(display_frame(ds.downstream_frame([rec])), title=table_title(rec), floats=3)

@@ -9,6 +9,7 @@ import typer
 
 from lmsat.cli.app import app
 from lmsat.cli.options import Data, DataConfig, Device, Output, Split, Streaming, TextField, corpus_spec
+from lmsat.cli.ray_options import CpusPerTask, GpusPerTask, RayAddress, UseRay, grid_executor
 from lmsat.cli.show import print_table, say
 
 PANEL = "Ground truth"
@@ -112,6 +113,10 @@ def train(
     split: Split = "train",
     streaming: Streaming = True,
     force: Annotated[bool, typer.Option("--force", help="Delete the models of OUTPUT with these hidden sizes and retrain them from scratch.")] = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    gpus_per_task: GpusPerTask = None,
+    cpus_per_task: CpusPerTask = 1.0,
 ) -> None:
     """Train a family of small causal LMs (one per hidden size, and per seed with --seeds) with Pythia-like checkpoints.
 
@@ -148,7 +153,9 @@ def train(
     )
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
     eval_corpus = corpus_spec(eval_data, text_field, data_config, split, streaming) if eval_data else None
-    records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force, seeds=seed_list)
+    with grid_executor(ray, ray_address, device, gpus_per_task, cpus_per_task, "train") as (executor, resources):
+        records = train_family(corpus, tokenizer, output, sizes, config, eval_data=eval_corpus, force=force, seeds=seed_list,
+                               executor=executor, resources=resources)  # --ray: one task per model (docs/distributed.md)
     outputs = refresh_train(output)
     shown = summary_table([TrainRecord.from_record(r) for r in records])
     print_table(shown, title="Trained models (losses in nats/token)", floats=3)

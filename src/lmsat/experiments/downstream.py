@@ -843,12 +843,20 @@ def run_downstream(
     trust_remote_code: bool = False,
     force: bool = False,
     on_start: Any = None,
+    executor: Any = None,
+    resources: Any = None,
 ) -> list[Record]:
     """Evaluate best and final of every selection; returns the ``downstream_table`` records (one per model).
 
     Everything a user can get wrong (model folders, hub revisions, task data) is
     checked before the first evaluation, so a bad input writes nothing.
-    ``on_start(ckpt, role, index, total, log_path)`` is called before each evaluation.
+    ``on_start(ckpt, role, index, total, log_path)`` is called before each evaluation
+    (with ``executor``: when its task is submitted).
+
+    ``executor`` (``lmsat downstream --ray``: an ``lmsat.executor`` executor, ``resources`` per
+    task): each checkpoint to evaluate is one task running :func:`evaluate_checkpoint`, as
+    here; the task writes its record and harness files itself, so OUTPUT must be a path every
+    worker sees (one node, or a shared filesystem: docs/distributed.md).
     """
     from lmsat.loading.models import load_config, resolve_device, torch_dtype
 
@@ -870,20 +878,46 @@ def run_downstream(
         if pending:
             check_task_data(plan, specs)
         done: dict[str, Record] = {}
+        run_args: dict[str, tuple[Any, ...]] = {}
         for i, (sel, ckpt) in enumerate(todo):
             key = record_key(ckpt, dtype, plan.task_set)
             if on_start is not None and (sel, ckpt) in pending:
                 role = "best and final" if sel.same else ("best" if ckpt is sel.best else "final")
                 on_start(ckpt, role, pending.index((sel, ckpt)) + 1, len(pending), Path(output) / KIND / "logs" / f"{record_name(key)}.log")
-            done[key] = evaluate_checkpoint(ckpt, plan, specs, output, dtype=dtype, device=device, batch_size=batch_size,
-                                            bootstrap_iters=bootstrap_iters, log_samples=log_samples,
-                                            trust_remote_code=trust_remote_code, force=force)
+            args = (ckpt, plan, specs, output, dtype, device, batch_size, bootstrap_iters, log_samples, trust_remote_code, force)
+            if executor is not None:
+                run_args.setdefault(key, args)  # best and final may be one checkpoint: one task
+                continue
+            done[key] = evaluate_checkpoint(*args)
+        if run_args:
+            done.update(_evaluate_on(executor, resources, run_args))
     tables = []
     for sel in selections:
         best = done[record_key(sel.best, dtype, plan.task_set)]
         final = done[record_key(sel.final, dtype, plan.task_set)]
         tables.append(put_table(store, sel, plan, dtype, best, final))
     return tables
+
+
+def _evaluate_on(executor: Any, resources: Any, run_args: dict[str, tuple[Any, ...]]) -> dict[str, Record]:
+    """record key -> record: :func:`evaluate_checkpoint` of each ``run_args`` value as one task of ``executor``."""
+    from lmsat.progress import track
+
+    keys = list(run_args)
+    shared_plan = executor.share(next(iter(run_args.values()))[1])  # the task list (with its harness index) sent once
+    args = [(a[0], shared_plan, *a[2:]) for a in run_args.values()]
+    options = {} if resources is None else {"resources": resources}
+    out: dict[str, Record] = {}
+    lost: list[str] = []
+    for d in track(executor.map(evaluate_checkpoint, args, **options), "downstream (Ray)", total=len(args), unit="checkpoints"):
+        if d.value is None:
+            d.reraise_user_error()
+            lost.append(f"{keys[d.index]} ({d.error})")
+            continue
+        out[keys[d.index]] = d.value
+    if lost:
+        raise UserError(f"not evaluated: {'; '.join(lost)[:600]}; the other checkpoints are stored; re-run the same command to resume.")
+    return out
 
 
 __all__ = [

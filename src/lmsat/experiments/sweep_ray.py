@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from lmsat.errors import UserError
-from lmsat.executor import ONE_CPU, Executor, Resources
+from lmsat.executor import ONE_CPU, Executor, Resources, task_resources
 from lmsat.experiments.sweep import (
     KIND,
     SweepPlan,
@@ -92,29 +92,13 @@ def measure_unit(unit: SweepUnit, sample: TokenSample, settings: SweepSettings) 
 
 
 def default_resources(executor: Executor, device: str, gpus_per_task: float | None, cpus_per_task: float) -> Resources:
-    """``--gpus-per-task`` (default: 1 when the device is CUDA) and ``--cpus-per-task``."""
-    if cpus_per_task <= 0:
-        raise UserError(f"--cpus-per-task must be positive (got {cpus_per_task}).")
-    if gpus_per_task is not None and gpus_per_task < 0:
-        raise UserError(f"--gpus-per-task must be 0 or more (got {gpus_per_task}).")
-    gpus = (1.0 if device == "cuda" else 0.0) if gpus_per_task is None else float(gpus_per_task)
-    if device == "cuda" and gpus == 0:
-        raise UserError("--device cuda with --gpus-per-task 0 would run tasks where no GPU is reserved; give --gpus-per-task 1 (or a fraction).")
-    have_gpus = getattr(executor, "cluster_gpus", lambda: gpus)()
-    have_cpus = getattr(executor, "cluster_cpus", lambda: cpus_per_task)()
-    if gpus > have_gpus:  # the task could never be scheduled: say so instead of waiting forever
-        raise UserError(f"each task asks for {gpus:g} GPU(s) but the Ray cluster has {have_gpus:g}; use --device cpu (or --gpus-per-task 0), or add GPU nodes.")
-    if cpus_per_task > have_cpus:
-        raise UserError(f"--cpus-per-task {cpus_per_task:g} is more than the Ray cluster's {have_cpus:g} CPUs; give at most {have_cpus:g}.")
-    return Resources(cpus=float(cpus_per_task), gpus=gpus)
+    """``--gpus-per-task`` (default: 1 when the device is CUDA) and ``--cpus-per-task`` (:func:`lmsat.executor.task_resources`)."""
+    return task_resources(executor, device, gpus_per_task, cpus_per_task)
 
 
 def ray_device(executor: Executor, device: str) -> str:
     """The device the workers use: ``auto`` -> cuda when the cluster has GPUs, else cpu."""
-    if device != "auto":
-        return device
-    cluster_gpus = getattr(executor, "cluster_gpus", lambda: 0.0)()
-    return "cuda" if cluster_gpus > 0 else "cpu"
+    return "cuda" if device == "auto" and getattr(executor, "cluster_gpus", lambda: 0.0)() > 0 else ("cpu" if device == "auto" else device)
 
 
 def run_sweep_distributed(

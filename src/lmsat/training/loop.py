@@ -274,9 +274,14 @@ def train_family(
     eval_data: str | Path | CorpusSpec | None = None,
     force: bool = False,
     seeds: Sequence[int] | None = None,
+    executor: Any = None,
+    resources: Any = None,
 ) -> list[Record]:
     """Train one model per hidden size in ``hidden_sizes`` and seed in ``seeds`` (default: ``config.seed``
     alone); all other settings from ``config``. Seeds are the outer loop, so a stopped run has whole seeds.
+
+    ``executor`` (``lmsat train --ray``: an ``lmsat.executor`` executor, with ``resources`` per
+    task): every model is one task of it (:func:`train_models_on`); None trains them here in order.
 
     ``data``/``eval_data``: anything ``--data`` accepts (file, folder, glob, ``hf:NAME``) or a
     :class:`CorpusSpec`; ``tokenizer``: a Hugging Face tokenizer folder or id. Every input is
@@ -294,7 +299,37 @@ def train_family(
     inputs = resolve_inputs(data, tokenizer, eval_data)
     prepared = prepare_data(inputs.corpus, inputs.tokenizer, config.seq_len, config.eval_tokens, inputs.eval_corpus,
                             max_tokens=config.max_tokens)
+    if executor is not None:
+        return train_models_on(executor, configs, inputs, prepared, output, force=force, resources=resources)
     return [train_model(cfg, inputs, prepared, output, force=force) for cfg in configs]
+
+
+def train_models_on(executor: Any, configs: Sequence[TrainConfig], inputs: FamilyInputs, data: TrainingData,
+                    output: str | Path, force: bool = False, resources: Any = None) -> list[Record]:
+    """Every model of ``configs`` as one task of ``executor`` (``lmsat.executor``: ``share`` and ``map``); records in config order.
+
+    Each task runs :func:`train_model`, exactly as a local run does: it writes its model's folder
+    and ``train`` record itself (atomically), so OUTPUT must be a path every worker sees (one
+    node, or a shared filesystem: docs/distributed.md). The token data is put once into the
+    object store. A killed task is retried by the executor and resumes from its newest
+    checkpoint; a re-run (with or without ``--ray``) skips finished models and resumes the others.
+    """
+    from lmsat.progress import track
+
+    shared = executor.share(data)
+    args = [(cfg, inputs, shared, str(output), force) for cfg in configs]
+    records: list[Record | None] = [None] * len(configs)
+    lost: list[str] = []
+    options = {} if resources is None else {"resources": resources}
+    for done in track(executor.map(train_model, args, **options), "train (Ray)", total=len(args), unit="models"):
+        if done.value is None:
+            done.reraise_user_error()  # a model folder trained with other settings, found by the task
+            lost.append(f"{configs[done.index].model_name} ({done.error})")
+            continue
+        records[done.index] = done.value
+    if lost:
+        raise UserError(f"not trained: {'; '.join(lost)[:600]}; the other models are stored; re-run the same command to resume.")
+    return [r for r in records if r is not None]
 
 
 def parse_hidden_sizes(text: str) -> list[int]:
