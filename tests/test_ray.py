@@ -227,6 +227,13 @@ def test_ray_ngram_rank_cli_gives_the_counts_and_spectrum_of_the_local_run(ray_a
     common = ["ngram-rank", "-t", gpt2_bpe, "-d", corpus, "--n", 3, "--device", "cpu"]
     local, distributed = tmp_path / "local", tmp_path / "ray"
     assert cli(*common, "-o", local).code == 0
+    from lmsat.experiments import ngram
+
+    def no_p_on_the_driver(*a, **k):
+        raise AssertionError("--ray built P and took its spectrum on the driver")
+
+    monkeypatch.setattr(ngram, "sparse_singular_values", no_p_on_the_driver)  # --ray: P^T P from bucket tasks
+    monkeypatch.setattr(ngram, "next_token_matrix", no_p_on_the_driver)
     res = cli(*common, "-o", distributed, "--ray-address", ray_address)
     assert res.code == 0, res.stderr
     for kind in ("ngram_counts", "ngram"):
@@ -240,6 +247,13 @@ def test_ray_ngram_rank_cli_gives_the_counts_and_spectrum_of_the_local_run(ray_a
             else:
                 np.testing.assert_allclose(xa[name], xb[name], rtol=1e-9, atol=1e-12, err_msg=name)
     assert Store(distributed).records("ngram_counts")[0].results["n_documents"] == Store(local).records("ngram_counts")[0].results["n_documents"]
+    (a,), (b,) = Store(local).records("ngram"), Store(distributed).records("ngram")
+    for name in ("n_contexts", "n_ngrams", "n_ngram_occurrences", "observed_vocab", "n_singular_values", "complete", "rank", "blocks",
+                 "rank_bound", "dims_for_w_error", "noise_floor_dimension", "method"):
+        assert a.results[name] == b.results[name], name
+    for name, value in a.results["noise"].items():
+        assert b.results["noise"][name] == pytest.approx(value, rel=1e-10, abs=1e-13), name
+    assert b.results["blocks"]["trivial_blocks"] > 0 and b.results["blocks"]["large_blocks"]  # every kind of block
     assert sum(len(p.read_text()) for p in corpus.iterdir()) >= 3 * 20000  # really several shards
 
 

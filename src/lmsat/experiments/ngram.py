@@ -293,27 +293,32 @@ def run_ngram(
     counts, counts_rec = run_counts(corpus, tokenizer, settings, output, force=force, counter=counter)
 
     start = time.perf_counter()
-    p = next_token_matrix(
-        counts,
-        min_count=settings.min_count,
-        max_contexts=settings.max_contexts,
-        selection=settings.context_selection,  # type: ignore[arg-type]
-        seed=settings.seed,
-        row_weight=settings.row_weight,  # type: ignore[arg-type]
-    )
+    from_gram = getattr(counter, "p_spectrum", None)  # --ray: P^T P accumulated by bucket tasks (experiments.ngram_ray)
+    if from_gram is not None:
+        p, noise, spectrum = from_gram(counts, settings, device)
+    else:
+        p = next_token_matrix(
+            counts,
+            min_count=settings.min_count,
+            max_contexts=settings.max_contexts,
+            selection=settings.context_selection,  # type: ignore[arg-type]
+            seed=settings.seed,
+            row_weight=settings.row_weight,  # type: ignore[arg-type]
+        )
     if p.shape[0] == 0:
         raise UserError(
             f"no context occurs at least --min-count {settings.min_count} times (the most frequent occurs "
             f"{int(counts.context_counts().max())} times); lower --min-count."
         )
-    noise = sampling_noise(p)  # docs/ngram.md, "Sampling noise"
     n_tokens, n_contexts_observed = counts.n_tokens, counts.n_contexts
     del counts  # the count table is stored; free it before the spectrum's own memory peak
-    what = f"{settings.top_k:,} largest singular values" if settings.top_k else "singular values"
-    with progress.status(f"{what} of P: {p.shape[0]:,} contexts x {p.shape[1]:,} observed tokens, {p.matrix.nnz:,} non-zeros"):
-        spectrum = sparse_singular_values(
-            p.matrix, top_k=settings.top_k, method=settings.method, device=device, max_dense=settings.max_dense, seed=settings.seed  # type: ignore[arg-type]
-        )
+    if from_gram is None:
+        noise = sampling_noise(p)  # docs/ngram.md, "Sampling noise"
+        what = f"{settings.top_k:,} largest singular values" if settings.top_k else "singular values"
+        with progress.status(f"{what} of P: {p.shape[0]:,} contexts x {p.shape[1]:,} observed tokens, {p.matrix.nnz:,} non-zeros"):
+            spectrum = sparse_singular_values(
+                p.matrix, top_k=settings.top_k, method=settings.method, device=device, max_dense=settings.max_dense, seed=settings.seed  # type: ignore[arg-type]
+            )
     seconds = time.perf_counter() - start
     s = spectrum.singular_values
     curve = w_error_curve(s, spectrum.frobenius_norm)
