@@ -12,16 +12,21 @@ KenLM (https://github.com/kpu/kenlm) is the C++ n-gram toolkit practitioners use
 2. writes each token stream once as ids (``.npy``, for lmsat) and once as text, the ids
    as words on one line (for lmplz: the same ids, so the same distinct n-grams, plus the
    two that hold KenLM's ``<s>`` and ``</s>``);
-3. runs each tool in its own process: lmsat ``count_ngrams`` (or ``NGramCounter`` in
-   shards with --shard-tokens) on the loaded ids; ``lmplz -o 5 -S 40% -T tmp
+3. runs each tool in its own process: lmsat ``count_ngrams`` on the loaded ids (numba kernels
+   when installed, loaded before timing; ``--numpy`` also times the numpy route) or, above
+   --shard-tokens, ``NGramCounter`` fed 4M-token pieces read from disk, its shard tables spilled
+   as first-token range buckets and merged bucket by bucket as sorted runs
+   (``finish_buckets``: the full table never sits in memory at once); ``lmplz -o 5 -S 40% -T tmp
    --discount_fallback`` timed from its start to the "2/5" line (stage 1 includes reading
    the text: that is how lmplz takes its input), peak RSS (VmHWM) read from /proc at that
    moment, then run on to its statistics (distinct 5-grams) and stopped;
 4. checks that both count the same distinct 5-grams (KenLM = lmsat + 2).
 
-Wall seconds and CPU seconds (user + sys) of each; lmsat is single-threaded numpy.
+Wall seconds and CPU seconds (user + sys) of each; lmsat is single-threaded (numpy / numba), lmplz
+uses its default threads. ``uptime`` is printed at the start and the end.
 
-    python benchmarks/bench_ngram_kenlm.py --sizes 1e7,5e7 --real
+    python benchmarks/bench_ngram_kenlm.py --sizes 1e7,5e7 --real --numpy
+    python benchmarks/bench_ngram_kenlm.py --sizes 5e8    # sharded, spilled, ~30 GB of disk under --work
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ def zipf_stream(n_tokens: int, vocab: int = VOCAB, exponent: float = 1.1, seed: 
 
 def find_or_build_lmplz(work: Path) -> tuple[Path | None, str]:
     """(path to lmplz, how it was found) or (None, why not)."""
-    for cand in (os.environ.get("LMPLZ"), shutil.which("lmplz"), str(work / "build" / "bin" / "lmplz")):
+    for cand in (os.environ.get("LMPLZ"), shutil.which("lmplz"), str(work / "build" / "bin" / "lmplz"), "/tmp/kenlm/build/bin/lmplz"):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return Path(cand), f"found at {cand}"
     for tool in ("cmake", "c++", "make"):
@@ -125,28 +130,64 @@ def run_lmplz(lmplz: Path, text: Path, tmp: Path) -> dict:
 LMSAT_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from lmsat.measure.ngram import NGramCounter, count_ngrams
-ids = np.load(sys.argv[1])
-shard = int(sys.argv[2])
+import lmsat.measure.ngram as ngram
+from lmsat.measure.ngram import NGramCounter, count_ngrams, merge_counts
+path, shard, vocab, use_numba, spill = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
+ngram.USE_NUMBA = use_numba and ngram._kernels.HAVE_NUMBA
+# Load (or compile, the first time) the kernels before timing, as lmplz is compiled before it runs.
+warm = np.arange(20000) % 7001
+merge_counts([count_ngrams(warm, 5, vocab), count_ngrams(warm[::-1], 5, vocab)])
+with open(path, "rb") as fh:
+    np.lib.format.read_magic(fh)
+    shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+    offset = fh.tell()
+n_tok = int(shape[0])
 cpu0 = time.process_time(); t0 = time.perf_counter()
-if shard >= ids.size:
-    c = count_ngrams(ids, 5, int(sys.argv[3]))
-else:
-    counter = NGramCounter(5, int(sys.argv[3]), shard_tokens=shard)
-    for i in range(0, ids.size, 1 << 22):
-        counter.add(ids[i : i + (1 << 22)])
-    c = counter.finish()
-print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
-                  "distinct_ngrams": c.n_ngrams, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+if shard >= n_tok:
+    ids = np.fromfile(path, dtype=np.int64, count=n_tok, offset=offset)
+    c = count_ngrams(ids, 5, vocab)
+    distinct = c.n_ngrams
+    del ids, c
+else:  # streamed from disk in 4M-token pieces, shards spilled as first-token range buckets, merged bucket by bucket
+    counter = NGramCounter(5, vocab, shard_tokens=shard, spill_dir=spill if spill != "-" else None)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for i in range(0, n_tok, 1 << 22):
+            counter.add(np.fromfile(fh, dtype=np.int64, count=min(1 << 22, n_tok - i)))
+    distinct = sum(b.n_ngrams for b in counter.finish_buckets())
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0, "distinct_ngrams": distinct,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "numba": bool(ngram.USE_NUMBA)}))
 """
 
 
-def run_lmsat(ids_path: Path, shard_tokens: int, vocab: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, "-c", LMSAT_CHILD, str(ids_path), str(shard_tokens), str(vocab)], capture_output=True, text=True, env=env, check=False)
+def run_lmsat(ids_path: Path, shard_tokens: int, vocab: int, use_numba: bool = True, spill: Path | None = None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    argv = [str(ids_path), str(shard_tokens), str(vocab), "1" if use_numba else "0", str(spill) if spill else "-"]
+    res = subprocess.run([sys.executable, "-c", LMSAT_CHILD, *argv], capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise RuntimeError(res.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def write_zipf_ids(path: Path, n_tokens: int, vocab: int = VOCAB, exponent: float = 1.1, seed: int = 0, chunk: int = 25_000_000) -> None:
+    """Zipf ids written to ``path`` (.npy) in chunks (500M tokens never sit in memory twice); equal to zipf_stream when one chunk."""
+    p = 1.0 / np.arange(1, vocab + 1) ** exponent
+    p /= p.sum()
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(n_tokens,))
+    for i in range(0, n_tokens, chunk):
+        out[i : i + chunk] = rng.choice(vocab, size=min(chunk, n_tokens - i), p=p)
+    out.flush()
+    del out
+
+
+def write_text(ids_path: Path, text: Path) -> None:
+    """The ids as words of one line (lmplz's input)."""
+    ids = np.load(ids_path, mmap_mode="r")
+    with open(text, "w") as fh:
+        for i in range(0, ids.size, 1 << 20):
+            fh.write(" ".join(map(str, ids[i : i + (1 << 20)].tolist())))
+            fh.write(" " if i + (1 << 20) < ids.size else "\n")
 
 
 def real_ids() -> np.ndarray:
@@ -162,49 +203,57 @@ def real_ids() -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1e7,5e7", help="Zipf(1.1) token counts at V = 50257")
+    ap.add_argument("--sizes", default="1e7,5e7", help="Zipf(1.1) token counts at V = 50257 (e.g. 1e7,5e7,5e8)")
     ap.add_argument("--real", action="store_true", help="also Brown + KJV with the GPT-2 BPE")
     ap.add_argument("--shard-tokens", type=float, default=5e7, help="lmsat counts in shards of this many tokens (merged as sorted runs)")
+    ap.add_argument("--numpy", action="store_true", help="also time lmsat's numpy route (without the numba kernels)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lmsat-kenlm"), help="where lmplz is built and the streams are written")
     args = ap.parse_args()
-    load = os.getloadavg()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.1f}; python {platform.python_version()}, numpy {np.__version__}")
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, numpy {np.__version__}; uptime: {uptime}")
     lmplz, how = find_or_build_lmplz(args.work)
     print(f"lmplz: {how}" if lmplz else f"NOTE: KenLM comparison skipped: {how}")
-    streams: list[tuple[str, np.ndarray]] = [(f"Zipf {float(s) / 1e6:g}M", zipf_stream(int(float(s)))) for s in args.sizes.split(",") if s]
+    args.work.mkdir(parents=True, exist_ok=True)
+    streams: list[tuple[str, int | None]] = [(f"Zipf {float(s) / 1e6:g}M", int(float(s))) for s in args.sizes.split(",") if s]
     if args.real:
-        streams.append(("Brown + KJV, GPT-2", real_ids()))
-    print("| stream | tokens | lmsat s | lmsat CPU s | lmsat peak MB | lmplz stage 1 s | lmplz CPU s | lmplz peak MB | speed-up (wall) | speed-up (CPU) | distinct 5-grams lmsat / lmplz |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, ids in streams:
+        streams.append(("Brown + KJV, GPT-2", None))
+    print("| stream | tokens | route | lmsat s | lmsat CPU s | lmsat peak MB | lmplz stage 1 s | lmplz CPU s | lmplz peak MB | speed-up (wall) | speed-up (CPU) | distinct 5-grams lmsat / lmplz |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, size in streams:
         ids_path = args.work / "ids.npy"
-        args.work.mkdir(parents=True, exist_ok=True)
-        np.save(ids_path, ids)
-        ours = run_lmsat(ids_path, int(args.shard_tokens), VOCAB)
+        if size is None:
+            np.save(ids_path, real_ids())
+        else:
+            write_zipf_ids(ids_path, size)
+        n_tok = int(np.load(ids_path, mmap_mode="r").shape[0])
+        spill = args.work / "spill" if n_tok > args.shard_tokens else None
+        runs = [("numba", run_lmsat(ids_path, int(args.shard_tokens), VOCAB, True, spill))]
+        if args.numpy:
+            runs.append(("numpy", run_lmsat(ids_path, int(args.shard_tokens), VOCAB, False, spill)))
         theirs: dict = {}
         if lmplz is not None:
             text = args.work / "ids.txt"
-            with open(text, "w") as fh:
-                for i in range(0, ids.size, 1 << 20):
-                    fh.write(" ".join(map(str, ids[i : i + (1 << 20)].tolist())))
-                    fh.write(" " if i + (1 << 20) < ids.size else "\n")
+            write_text(ids_path, text)
             theirs = run_lmplz(lmplz, text, args.work / "tmp")
             text.unlink()
-            if theirs.get("distinct_ngrams") is not None and theirs["distinct_ngrams"] != ours["distinct_ngrams"] + 2:
-                print(f"MISMATCH: lmplz counts {theirs['distinct_ngrams']} distinct 5-grams, lmsat {ours['distinct_ngrams']} (+2 for <s>, </s>)")
         ids_path.unlink()
 
         def f(v: object, spec: str = ".1f") -> str:
             return "-" if v is None else format(v, spec)
 
-        s1, c1 = theirs.get("stage1_seconds"), theirs.get("stage1_cpu_seconds")
-        print(
-            f"| {label} | {ids.size:,} | {ours['seconds']:.1f} | {ours['cpu_seconds']:.1f} | {ours['peak_mb']:,.0f} | {f(s1)} | {f(c1)} | "
-            f"{f(theirs.get('stage1_peak_mb'), ',.0f')} | {f(s1 / ours['seconds'] if s1 else None, '.2f')} | "
-            f"{f(c1 / ours['cpu_seconds'] if c1 else None, '.2f')} | {ours['distinct_ngrams']:,} / {f(theirs.get('distinct_ngrams'), ',')} |",
-            flush=True,
-        )
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        for route, ours in runs:
+            if theirs.get("distinct_ngrams") is not None and theirs["distinct_ngrams"] != ours["distinct_ngrams"] + 2:
+                print(f"MISMATCH: lmplz counts {theirs['distinct_ngrams']} distinct 5-grams, lmsat {ours['distinct_ngrams']} (+2 for <s>, </s>)")
+            route = route if ours.get("numba") or route == "numpy" else "numpy (numba not installed)"
+            s1, c1 = theirs.get("stage1_seconds"), theirs.get("stage1_cpu_seconds")
+            print(
+                f"| {label} | {n_tok:,} | {route} | {ours['seconds']:.1f} | {ours['cpu_seconds']:.1f} | {ours['peak_mb']:,.0f} | {f(s1)} | {f(c1)} | "
+                f"{f(theirs.get('stage1_peak_mb'), ',.0f')} | {f(s1 / ours['seconds'] if s1 else None, '.2f')} | "
+                f"{f(c1 / ours['cpu_seconds'] if c1 else None, '.2f')} | {ours['distinct_ngrams']:,} / {f(theirs.get('distinct_ngrams'), ',')} |",
+                flush=True,
+            )
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    print(f"uptime at the end: {uptime}")
 
 
 if __name__ == "__main__":

@@ -543,6 +543,30 @@ def _first_token_bounds(counts: NGramCounts, n_buckets: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], cuts, [counts.vocab_size]])).astype(np.int64)
 
 
+def _save_spill(path: Path, counts: NGramCounts) -> None:
+    """Write a table compactly (ids in their own dtype, counts as uint32 when they fit) in one file, atomically."""
+    ids = counts.contexts.dtype  # uint16 / uint32 on the first-token route
+    cnt = np.uint32 if counts.n_ngrams == 0 or int(counts.count.max()) <= np.iinfo(np.uint32).max else np.int64
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.array([counts.n_contexts, counts.n_ngrams, counts.n_tokens], dtype=np.int64))
+        np.save(fh, counts.contexts)
+        np.save(fh, counts.indptr)
+        np.save(fh, counts.next_token.astype(ids))
+        np.save(fh, counts.count.astype(cnt))
+    tmp.replace(path)
+
+
+def _load_spill(path: Path, n: int, vocab_size: int) -> NGramCounts:
+    with open(path, "rb") as fh:
+        _, _, n_tokens = (int(x) for x in np.load(fh))
+        contexts = np.load(fh)
+        indptr = np.load(fh)
+        next_token = np.load(fh).astype(np.int64)
+        count = np.load(fh).astype(np.int64)
+    return NGramCounts(n, vocab_size, contexts, indptr, next_token, count, n_tokens)
+
+
 def _slice_contexts(counts: NGramCounts, c0: int, c1: int) -> NGramCounts:
     """Contexts c0:c1 of a table (contiguous, so views and no gather)."""
     k0, k1 = int(counts.indptr[c0]), int(counts.indptr[c1])
@@ -644,7 +668,7 @@ class NGramCounter:
             for b in range(len(self._bounds) - 1):
                 piece = _slice_contexts(part, int(cuts[b]), int(cuts[b + 1]))
                 if piece.n_ngrams:
-                    np.savez(self.spill_dir / f"bucket{b:03d}-{self._spills:05d}.npz", **piece.arrays())
+                    _save_spill(self.spill_dir / f"bucket{b:03d}-{self._spills:05d}.npy", piece)
             self._spills += 1
             del part
 
@@ -670,9 +694,8 @@ class NGramCounter:
         try:
             for b in range(len(self._bounds) - 1):
                 parts = []
-                for path in sorted(self.spill_dir.glob(f"bucket{b:03d}-*.npz")):
-                    with np.load(path) as data:
-                        parts.append(NGramCounts.from_arrays({k: data[k] for k in data.files}))
+                for path in sorted(self.spill_dir.glob(f"bucket{b:03d}-*.npy")):
+                    parts.append(_load_spill(path, self.n, self.vocab_size))
                     path.unlink()
                 if parts:
                     out = merge_counts(parts)
