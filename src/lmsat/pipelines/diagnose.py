@@ -44,6 +44,7 @@ from lmsat import __version__
 from lmsat.errors import UserError
 from lmsat.pipelines import previous_inputs, run_stages
 from lmsat.experiments.rank_probe.settings import SVD_LR_GRID
+from lmsat.kinds.base import integer, number, value
 from lmsat.kinds.verdict import VerdictRecord
 from lmsat.store import Record, Store, atomic_write_json, fingerprint
 
@@ -297,33 +298,28 @@ def stage_sweep(models: list[Any], corpus: Any, out: Path, b: Budget, device: st
 # --- verdict ----------------------------------------------------------------------------------
 
 
-def _final(rec: Record) -> bool:
-    return rec.results.get("stage", "final") == "final"
-
-
 def probe_losses(store: Store) -> tuple[dict[int, float], float | None, dict[int, float], set[int]]:
     """({rank: held-out loss} of the trained low-rank and full-rank heads, the best final run per rank; own-head loss;
     {rank: held-out loss before training} of those best runs, when recorded; the ranks whose best run chose the
     largest learning rate of its grid, i.e. wanted to move faster than the grid allowed)."""
-    from lmsat.experiments.rank_probe import KIND as PROBE, REF_KIND
+    from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord
 
     losses: dict[int, float] = {}
     start: dict[int, float] = {}
     edge: set[int] = set()
     own = None
-    for rec in [*store.records(PROBE), *store.records(REF_KIND)]:
-        res = rec.results
-        if res.get("head") == "own":
-            own = float(res["loss"])
-        elif _final(rec) and res.get("loss") is not None and res.get("rank") is not None:
-            r, loss = int(res["rank"]), float(res["loss"])
+    for rec in [*RankProbeRecord.load(store), *RankProbeRefRecord.load(store)]:
+        if rec.head == "own":
+            own = rec.validation_loss
+        elif rec.is_final and rec.validation_loss is not None and integer(rec.rank) is not None:
+            r, loss = int(rec.rank), rec.validation_loss
             if r not in losses or loss < losses[r]:
                 losses[r] = loss
-                if res.get("step0_loss") is not None and res.get("lr"):
-                    start[r] = float(res["step0_loss"])
+                if number(rec.step0_loss) is not None and number(rec.lr):
+                    start[r] = float(rec.step0_loss)
                 else:
                     start.pop(r, None)
-                (edge.add if res.get("lr_at_grid_edge") else edge.discard)(r)
+                (edge.add if value(rec.lr_at_grid_edge) else edge.discard)(r)
     return losses, own, start, edge
 
 
@@ -518,25 +514,26 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
 
 def write_verdict(out: Path, b: Budget) -> Record:
     """Read the stage records of ``out`` and store the verdict (recomputed from them on every run: it is cheap)."""
-    from lmsat.experiments.head import KIND as HEAD
-    from lmsat.experiments.ngram import KIND as NGRAM
-    from lmsat.experiments.rank_probe import REF_KIND
+    from lmsat.kinds.head import HeadRecord
+    from lmsat.kinds.ngram import NgramRecord
+    from lmsat.kinds.rank_probe import RankProbeRefRecord
     from lmsat.report.diagnosis import model_caveats
 
     store = Store(out)
     config = json.loads((out / CONFIG_FILE).read_text())
-    heads = store.records(HEAD)
+    heads = HeadRecord.load(store)
     if not heads:
         raise UserError(f"'{out}' has no head record; re-run lmsat diagnose to measure it.")
     head = heads[-1]
     d = int(head.inputs["hidden_size"])
     losses, own, start, edge = probe_losses(store)
-    refs = [r for r in store.records(REF_KIND) if r.results.get("head") == "own"]
-    probe_inputs = refs[-1].inputs if refs else None
-    grams = store.records(NGRAM)
-    ngram = {"results": grams[-1].results, "inputs": grams[-1].inputs} if grams else None
-    trunc = next((r for r in store.records(REF_KIND) if r.results.get("head") == "svd-truncation"), None)
-    truncation = dict(zip(trunc.results["ranks"], trunc.results["losses"])) if trunc is not None else None
+    refs = RankProbeRefRecord.load(store)
+    owns = [r for r in refs if r.head == "own"]
+    probe_inputs = dict(owns[-1].inputs) if owns else None
+    grams = NgramRecord.load(store)
+    ngram = {"results": grams[-1].results(), "inputs": dict(grams[-1].inputs)} if grams else None
+    trunc = next((r for r in refs if r.head == "svd-truncation"), None)
+    truncation = dict(zip(trunc.ranks, trunc.losses)) if trunc is not None else None
     v = verdict_of(d, config["data"], losses, own, probe_inputs, ngram, model_caveats(head.inputs), truncation, start, edge)
     sources = sorted(f"{r.kind}/{r.key}" for kind in store.kinds() if kind != KIND for r in store.records(kind))
     inputs = {"model": config["model"], "data": config["data"], "budget": b.describe(), "hidden_size": d,
