@@ -62,7 +62,13 @@ def test_sweep_finding_names_saturation_collapse_and_jump(store):
     recs = [store.put("sweep", f"m@step{s}", {"model": "m", "revision": f"step{s}", "step": s},
                       {"status": "ok", "cross_entropy": lo, "singular_entropy": e, "last_layer_anisotropy": a, "hidden_size": 64})
             for s, lo, e, a in zip(steps, loss, ent, aniso)]
-    f = dg.sweep_finding("m", recs, None)
+    # the report reads the stored saturation record (lmsat saturation's), never recomputes it
+    missing = dg.sweep_finding("m", recs, None)
+    assert "no saturation record" in missing.verdict and missing.numbers["best step"] is None
+    from lmsat.experiments.saturation import run_saturation
+
+    run_saturation(store.root)
+    f = dg.sweep_finding("m", recs, store.get("saturation", "m"))
     n = f.numbers
     assert n["best step"] == 2000 and n["best loss (nats/token)"] == 3.6 and n["final loss (nats/token)"] == 3.96
     assert n["relative rise final/best - 1"] == pytest.approx(3.96 / 3.6 - 1)

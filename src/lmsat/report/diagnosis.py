@@ -292,29 +292,11 @@ def sweep_series(records: Sequence[SweepRecord | Record]) -> dict[str, np.ndarra
     return sweep_series_of([as_kind(r, SweepRecord) for r in records])
 
 
-def saturation_summary(records: Sequence[SweepRecord | Record], saturation: SaturationRecord | Record | None) -> dict[str, Any]:
-    """Best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps of one model.
-
-    From the model's ``saturation`` record when there is one (``lmsat saturation``), else with
-    the same definitions (:func:`lmsat.measure.saturation.best_final_rise`,
-    :func:`lmsat.experiments.saturation.jump_step`) applied to the stored sweep numbers.
-    """
-    from lmsat.experiments import saturation as sat
-    from lmsat.measure.saturation import best_final_rise
-
-    if saturation is not None:
-        return as_kind(saturation, SaturationRecord).results()
-    series = sweep_series(records)
-    ok = np.isfinite(series["loss"])
-    if not ok.any():
-        return {}
-    steps = series["step"][ok].astype(int)
-    out: dict[str, Any] = best_final_rise(steps, series["loss"][ok])
-    out["saturates"] = out["relative_rise"] > sat.DEFAULT_MAX_RISE
-    out["collapse_step"], out["collapse_rise"] = sat.jump_step(steps, series["singular_entropy"][ok], sat.DEFAULT_MIN_ENTROPY_RISE)
-    out["anisotropy_jump_step"], out["anisotropy_rise"] = sat.jump_step(
-        steps, series["last_layer_anisotropy"][ok], sat.DEFAULT_MIN_ANISOTROPY_RISE)
-    return out
+def saturation_summary(saturation: SaturationRecord | Record | None) -> dict[str, Any]:
+    """Best/final step and loss, relative rise, spectrum-collapse and anisotropy-jump steps of one model, from
+    its stored ``saturation`` record (``lmsat saturation``; ``lmsat sweep`` writes it), else {}: the report
+    reads stored results only and never recomputes them."""
+    return as_kind(saturation, SaturationRecord).results() if saturation is not None else {}
 
 
 def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturation: SaturationRecord | Record | None) -> Finding | None:
@@ -325,7 +307,7 @@ def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturatio
     steps = series["step"]
     if len(steps) < 2:
         return None
-    s = saturation_summary(records, saturation)
+    s = saturation_summary(saturation)
     best_step, best_loss, final_loss, rise = (number(s.get("best_step")), number(s.get("best_loss")), number(s.get("final_loss")),
                                              number(s.get("relative_rise")))
     collapse, collapse_rise = number(s.get("collapse_step")), number(s.get("collapse_rise"))
@@ -342,14 +324,18 @@ def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturatio
     saturated = bool(s.get("saturates")) if s.get("saturates") is not None else (rise is not None and rise > SATURATION_RISE)
     values["saturates"] = saturated
     parts = []
-    if rise is None:
+    if saturation is None:
+        parts.append("This sweep has no saturation record: run `lmsat saturation RUN_DIR` (lmsat sweep writes it) to judge saturation.")
+    elif rise is None:
         parts.append("The sweep has no loss, so saturation cannot be judged.")
     elif saturated:
         parts.append(f"The model saturates: its loss is lowest at step {_fmt(best_step)} ({best_loss:.4g} nats/token) and ends "
                      f"{rise:.1%} higher ({final_loss:.4g}).")
     else:
         parts.append(f"No saturation: the final loss ({final_loss:.4g}) is within {SATURATION_RISE:.0%} of the best ({best_loss:.4g}).")
-    if collapse is not None:
+    if saturation is None:
+        pass
+    elif collapse is not None:
         parts.append(f"The head spectrum collapses at step {_fmt(collapse)} (singular entropy +{collapse_rise:.3g} nats).")
     else:
         parts.append("The head spectrum never collapses (no jump of singular entropy).")
