@@ -135,8 +135,10 @@ from lmsat.measure.ngram import NGramCounter, count_ngrams, merge_counts
 path, shard, vocab, use_numba, spill = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
 ngram.USE_NUMBA = use_numba and ngram._kernels.HAVE_NUMBA
 # Load (or compile, the first time) the kernels before timing, as lmplz is compiled before it runs.
-warm = np.arange(20000) % 7001
+warm, min_rows = np.arange(20000) % 7001, ngram.NUMBA_MIN_ROWS
+ngram.NUMBA_MIN_ROWS = 0
 merge_counts([count_ngrams(warm, 5, vocab), count_ngrams(warm[::-1], 5, vocab)])
+ngram.NUMBA_MIN_ROWS = min_rows
 with open(path, "rb") as fh:
     np.lib.format.read_magic(fh)
     shape, _, _ = np.lib.format.read_array_header_1_0(fh)

@@ -205,6 +205,7 @@ def test_compiled_and_numpy_counters_give_identical_tables(monkeypatch, vocab, n
     tables = {}
     for use in (True, False):
         monkeypatch.setattr(ngram, "USE_NUMBA", use)
+        monkeypatch.setattr(ngram, "NUMBA_MIN_ROWS", 0)
         parts = [count_ngrams(s, n, vocab) for s in shards]
         tables[use] = (count_ngrams(ids, n, vocab), parts, merge_counts(parts))
     _assert_same_table(tables[True][0], tables[False][0])
@@ -229,6 +230,7 @@ def test_spilled_range_buckets_equal_in_memory_count(tmp_path, monkeypatch, use_
     if use_numba and not ngram._kernels.HAVE_NUMBA:
         pytest.skip("numba not installed")
     monkeypatch.setattr(ngram, "USE_NUMBA", use_numba)
+    monkeypatch.setattr(ngram, "NUMBA_MIN_ROWS", 0)
     vocab, n = 50257, 5
     ids = _zipf_ids(80_000, vocab, seed=5)
     expected = count_ngrams(ids, n, vocab)
@@ -253,3 +255,24 @@ def test_spilled_range_buckets_equal_in_memory_count(tmp_path, monkeypatch, use_
     np.testing.assert_array_equal(got.count, expected.count)
     assert got.n_tokens == expected.n_tokens == ids.size
     assert not (tmp_path / "spill").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(streams(), streams())
+def test_compiled_route_equals_counter_on_small_streams(a, b):
+    """Edge cases of the numba kernels (empty and one-row groups, short streams) against collections.Counter."""
+    from lmsat.measure import ngram
+
+    if not ngram._kernels.HAVE_NUMBA:
+        return
+    vocab, n, ta = a
+    tb = [t % vocab for t in b[2]]
+    saved = ngram.NUMBA_MIN_ROWS
+    ngram.NUMBA_MIN_ROWS = 0
+    try:
+        ca, cb = count_ngrams(np.array(ta, dtype=np.int64), n, vocab), count_ngrams(np.array(tb, dtype=np.int64), n, vocab)
+        merged = merge_counts([ca, cb])
+    finally:
+        ngram.NUMBA_MIN_ROWS = saved
+    assert ca.as_dict() == dict(brute_force(ta, n))
+    assert merged.as_dict() == dict(brute_force(ta, n) + brute_force(tb, n))

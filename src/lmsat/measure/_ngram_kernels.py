@@ -14,21 +14,36 @@ sequential pass (or two: sizes, then fill) over arrays the numpy route would swe
 
 from __future__ import annotations
 
+import importlib.util
+from functools import cache
+from types import SimpleNamespace
+
 import numpy as np
 
-try:  # pragma: no cover - depends on the environment
+# Whether numba is installed; it is imported (and the kernels compiled, or loaded from numba's
+# on-disk cache) only on first use, so importing lmsat stays fast.
+HAVE_NUMBA: bool = importlib.util.find_spec("numba") is not None
+_radix_sort_jit = None  # set by kernels()
+
+
+@cache
+def kernels() -> SimpleNamespace:
+    """The compiled kernels (numba.njit, cached on disk): scatter_by_first, sort_groups_u64, table_sizes, table_fill, merge_two."""
     import numba
 
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    numba = None
-    HAVE_NUMBA = False
+    def jit(fn):  # type: ignore[no-untyped-def]
+        return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
 
-
-def _jit(fn):  # type: ignore[no-untyped-def]
-    if not HAVE_NUMBA:
-        return None
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+    global _radix_sort_jit  # called by _sort_groups_u64: numba resolves it as a global at compile time
+    _radix_sort_jit = jit(_radix_sort)
+    sort_groups = jit(_sort_groups_u64)
+    return SimpleNamespace(
+        scatter_by_first=jit(_scatter_by_first),
+        sort_groups_u64=sort_groups,
+        table_sizes=jit(_table_sizes_ctx),
+        table_fill=jit(_table_fill),
+        merge_two=jit(_merge_two),
+    )
 
 
 def _scatter_by_first(tokens, n, bits, rest_mask, group_start):  # type: ignore[no-untyped-def]
@@ -256,11 +271,3 @@ def _sort_groups_u64(rest, group_end, max_group):  # type: ignore[no-untyped-def
                     j -= 1
                 rest[j + 1] = x
         start = end
-
-
-_radix_sort_jit = _jit(_radix_sort)
-sort_groups_u64 = _jit(_sort_groups_u64)
-scatter_by_first = _jit(_scatter_by_first)
-table_sizes = _jit(_table_sizes_ctx)
-table_fill = _jit(_table_fill)
-merge_two = _jit(_merge_two)

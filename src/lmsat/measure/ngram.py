@@ -23,10 +23,16 @@ windows by first token with a stable radix sort and ``np.sort``s the packed
 rest within each group (:func:`_count_by_first_token`). Streams larger than
 memory are counted in shards (with n-1 tokens of overlap so no window is lost
 or counted twice) and the shard tables, each sorted, are merged as sorted runs
-with exact int64 counts (:func:`merge_counts`), in memory or spilled to disk in
-buckets of contexts. Every table is sorted lexicographically by (context, next
+with exact int64 counts (:func:`merge_counts`), in memory or spilled to disk as
+range buckets of first tokens (slices of the sorted tables) and merged bucket by
+bucket. Every table is sorted lexicographically by (context, next
 token), so the contexts whose first token lies in a range are one slice: shards
 can be counted apart (e.g. as Ray tasks) and merged by partitioning on context.
+
+With numba installed (``pip install lmsat[fast]``; :data:`USE_NUMBA`), the first-token route runs
+as compiled passes (:mod:`lmsat.measure._ngram_kernels`): one counting-sort scatter that packs the
+keys on the way, per-group LSD radix sorts, one fill of the table (next tokens written over the
+keys), and merges as pairwise linear merges of sorted runs. The numpy route gives identical tables.
 """
 
 from __future__ import annotations
@@ -49,8 +55,15 @@ CONTEXT_SELECTIONS: tuple[str, ...] = ("frequent", "random")
 _U64_MAX = (1 << 64) - 1
 _LOOKUP_MAX_VOCAB = 1 << 24
 DEFAULT_SHARD_TOKENS = 50_000_000  # counting peaks near 90 bytes per token: ~4.5 GB per shard
-# Compiled kernels (numba, ``pip install lmsat[fast]``) when installed; the numpy route gives identical tables.
+# Compiled kernels (numba, ``pip install lmsat[fast]``) when installed, for inputs of at least
+# NUMBA_MIN_ROWS windows / n-gram rows (below it, compiling or loading them costs more than it saves);
+# the numpy route gives identical tables.
 USE_NUMBA: bool = _kernels.HAVE_NUMBA
+NUMBA_MIN_ROWS = 2_000_000
+
+
+def _compiled(n_rows: int) -> bool:
+    return USE_NUMBA and n_rows >= NUMBA_MIN_ROWS
 
 
 @dataclass(frozen=True)
@@ -350,16 +363,17 @@ def _count_by_first_token(tokens: np.ndarray, n: int, vocab_size: int) -> NGramC
     sorted with ``np.sort`` in place: no 64-bit argsort over all windows, no 2-D gathers.
     """
     n_win = tokens.size - n + 1
-    if USE_NUMBA:
+    if _compiled(n_win):
+        kern = _kernels.kernels()
         per_first = np.bincount(tokens[:n_win], minlength=vocab_size)
         group_end = np.cumsum(per_first)
         group_start = group_end - per_first
         del per_first
         width = (n - 1) * _id_bits(vocab_size)
         rest_mask = np.uint64(_U64_MAX if width >= 64 else (1 << width) - 1)
-        rest = _kernels.scatter_by_first(tokens, n, _id_bits(vocab_size), rest_mask, group_start)
+        rest = kern.scatter_by_first(tokens, n, _id_bits(vocab_size), rest_mask, group_start)
         del group_start
-        _kernels.sort_groups_u64(rest, group_end, int(np.diff(group_end, prepend=0).max()))
+        kern.sort_groups_u64(rest, group_end, int(np.diff(group_end, prepend=0).max()))
         box = [rest]
         del rest
         return _table_compiled(box, group_end, None, n, vocab_size, int(tokens.size))
@@ -393,13 +407,14 @@ def _table_compiled(
     rest = box.pop()
     bits = _id_bits(vocab_size)
     group_end = np.ascontiguousarray(group_end, dtype=np.int64)
-    n_k, n_c = _kernels.table_sizes(rest, group_end, bits)
+    kern = _kernels.kernels()
+    n_k, n_c = kern.table_sizes(rest, group_end, bits)
     contexts = np.empty((n_c, n - 1), dtype=_ctx_dtype(vocab_size, n))
     indptr = np.empty(n_c + 1, dtype=np.int64)
     cnt = np.empty(n_k, dtype=np.int64)
     next_token = rest.view(np.int64)[:n_k]  # written in place over the keys, which are read first
     weights = np.zeros(1, dtype=np.int64) if count is None else np.ascontiguousarray(count, dtype=np.int64)
-    _kernels.table_fill(rest, group_end, weights, count is not None, bits, contexts, indptr, next_token, cnt)
+    kern.table_fill(rest, group_end, weights, count is not None, bits, contexts, indptr, next_token, cnt)
     del rest
     return NGramCounts(n, vocab_size, contexts, indptr, next_token, cnt, n_tokens)
 
@@ -417,7 +432,7 @@ def _merge_pair(a: NGramCounts, b: NGramCounts, id_dtype: type) -> NGramCounts:
     ind_o = np.empty(ctx_o.shape[0] + 1, dtype=np.int64)
     next_o = np.empty(a.n_ngrams + b.n_ngrams, dtype=np.int64)
     cnt_o = np.empty(next_o.size, dtype=np.int64)
-    n_c, n_k = _kernels.merge_two(ctx_a, *args[:3], ctx_b, *args[3:], ctx_o, ind_o, next_o, cnt_o)
+    n_c, n_k = _kernels.kernels().merge_two(ctx_a, *args[:3], ctx_b, *args[3:], ctx_o, ind_o, next_o, cnt_o)
     # Untouched tails of the upper-bound buffers are never written, so they hold no memory pages.
     return NGramCounts(a.n, a.vocab_size, ctx_o[:n_c], ind_o[: n_c + 1], next_o[:n_k], cnt_o[:n_k], a.n_tokens + b.n_tokens)
 
@@ -522,7 +537,7 @@ def merge_counts(parts: Sequence[NGramCounts]) -> NGramCounts:
     if len(parts) == 1:
         p = parts[0]
         return NGramCounts(n, vocab_size, p.contexts, p.indptr, p.next_token, p.count, n_tokens)
-    if USE_NUMBA:
+    if _compiled(sum(p.n_ngrams for p in parts)):
         return _merge_compiled(parts, n, vocab_size, n_tokens)
     if _packs_in_u64(vocab_size, n - 1):
         return _merge_by_first_token(parts, n, vocab_size, n_tokens)
