@@ -55,6 +55,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
     from lmsat.experiments.saturation import run_saturation
     from lmsat.experiments.scaling import FIT_KEY, KIND as FIT_KIND, run_scaling_fit
     from lmsat.figures.outputs import refresh_sweep
+    from lmsat.kinds.scaling_fit import ScalingFitRecord
     from lmsat.store import Store
 
     table, frame = run_saturation(output, max_rise, min_entropy_rise, min_anisotropy_rise, from_step)
@@ -67,7 +68,7 @@ def _analyse(output: Path, max_rise: float, min_entropy_rise: float, min_anisotr
             raise
         say(f"scaling-law fit skipped: {exc}")
         stored = Store(output).get(FIT_KIND, FIT_KEY)
-        fit_summary = stored.results if stored else None
+        fit_summary = ScalingFitRecord.from_record(stored).results() if stored else None
     else:
         _show(fit_table, FIT_VIEW, "Scaling-law extrapolation (under = L_obs / L_pred - 1)")
         say(
@@ -237,13 +238,15 @@ def _exit_if_all_failed(output: Path) -> None:
     import sys
 
     from lmsat.experiments.sweep import sweep_records
+    from lmsat.kinds.base import value
+    from lmsat.kinds.sweep import SweepRecord
 
-    records = sweep_records(output)
-    failed = [r for r in records if r.results.get("status") == "failed"]
+    records = [SweepRecord.from_record(r) for r in sweep_records(output)]
+    failed = [r for r in records if r.status == "failed"]
     if not records or len(failed) < len(records):
         return
     for rec in failed[:10]:
-        say(f"failed: {rec.key}: {rec.results.get('error') or 'no error recorded'}")
+        say(f"failed: {rec.key}: {value(rec.error) or 'no error recorded'}")
     if len(failed) > 10:
         say(f"... and {len(failed) - 10} more (errors in {output / 'sweep'}/*.json)")
     print(f"lmsat: error: every checkpoint failed ({len(failed)} of {len(records)}); nothing to analyse. Fix the cause above "
@@ -298,17 +301,16 @@ def scaling_fit(
 
     Writes RUN_DIR/scaling_fit.csv, the record RUN_DIR/scaling_fit/fit.json and RUN_DIR/figures/fig1b_loss_vs_compute.png.
     """
-    from lmsat.experiments.saturation import checkpoint_table
     from lmsat.experiments.scaling import run_scaling_fit
     from lmsat.experiments.sweep import sweep_records
-    from lmsat.figures.sweep import FIGURES, plot_loss_vs_compute
+    from lmsat.figures.outputs import refresh_sweep
 
     from lmsat.cli import validate as v
 
     v.check_input_dir(run_dir, "run directory")
     v.check_output_dir(run_dir, option="RUN_DIR")
     v.check_range("--max-rise", max_rise, 0)
-    records = sweep_records(run_dir)
+    sweep_records(run_dir)  # a clear error when there are none
     _, table, summary = run_scaling_fit(
         run_dir, _split_names(models) or None, parse_named_ints(params, "--params"), parse_named_ints(tokens_per_step, "--tokens-per-step"), max_rise
     )
@@ -320,5 +322,5 @@ def scaling_fit(
     )
     for note in summary["notes"]:
         say(f"note: {note}")
-    fig = plot_loss_vs_compute(checkpoint_table(records), summary, run_dir / "figures" / FIGURES["fig1b"])
-    say(f"table: {run_dir / 'scaling_fit.csv'}  record: {run_dir / 'scaling_fit' / 'fit.json'}  figure: {fig}")
+    figures = refresh_sweep(run_dir, summary).figures  # sweep.csv and the five figures, Fig. 1b with this fit
+    say(f"table: {run_dir / 'scaling_fit.csv'}  record: {run_dir / 'scaling_fit' / 'fit.json'}  figures: {', '.join(str(p) for p in figures)}")

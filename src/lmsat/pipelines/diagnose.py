@@ -455,9 +455,9 @@ def verdict_of(d: int, data: str, losses: dict[int, float], own_loss: float | No
     assumptions += [
         f"The rank probe freezes the model and trains only new heads W = A B (rank r, {train} training tokens, "
         f"{settings.get('steps', '?')} steps, learning rate {', '.join(f'{x:g}' for x in settings.get('lr_grid', [])) or '?'}"
-        + (f", initialised from the truncated SVD of the model's own head" if settings.get("init") == "svd" else "")
+        + (", initialised from the truncated SVD of the model's own head" if settings.get("init") == "svd" else "")
         + "): the gaps between ranks trained the same way are what is compared; the absolute losses are upper bounds.",
-        f"A head wider than d cannot be probed on d-dimensional representations: whatever the report says beyond r = d is an "
+        "A head wider than d cannot be probed on d-dimensional representations: whatever the report says beyond r = d is an "
         "extrapolation of the measured trend, not a measurement.",
         f"{corpus} stands in for the data the model is used on; the verdict is about this corpus.",
         f"Thresholds ({TOLERANCE} nats/token for a negligible rank change, W-error 0.5 for the data's dimension) are lmsat's reading "
