@@ -17,6 +17,9 @@
    lmsat's time plus its number of Gram products times the extra cost of one plain
    product (measured). The table says which were extrapolated.
 
+Counting against KenLM's ``lmplz`` (the C++ tool practitioners use), side by side on the same ids at
+10M-500M tokens: ``benchmarks/bench_ngram_kenlm.py`` (issue 15).
+
 Token streams are synthetic: i.i.d. Zipf(1.1) over V ids (seeded), which has the
 long-tailed unigram law of text; ``--real`` adds Brown + King James Bible with the
 GPT-2 BPE (about 2.4M tokens, tokenisation included in the lmsat time).
