@@ -159,7 +159,8 @@ def test_seed_names_and_threshold_errors():
 
 
 def test_polypythias_suite_expands_to_seeded_hub_names_with_their_seed():
-    from lmsat.loading.checkpoints import PYTHIA_STEPS, expand_sweep, model_seed, parse_seeds, suite_models
+    from lmsat.cli.parse import parse_seeds
+    from lmsat.loading.checkpoints import PYTHIA_STEPS, expand_sweep, model_seed, suite_models
 
     assert parse_seeds("1-3,7") == [1, 2, 3, 7] and parse_seeds("0,2") == [0, 2]
     assert suite_models("polypythias", "14m,70m", [1, 2]) == [

@@ -127,12 +127,14 @@ def test_comparison_rows_put_best_and_final_side_by_side_in_study_units():
 
 
 def test_limit_and_task_list_parsing():
-    assert ds.parse_limit(None) is None
-    assert ds.parse_limit("100") == 100 and isinstance(ds.parse_limit("100"), int)
-    assert ds.parse_limit("0.25") == 0.25
+    from lmsat.cli.parse import parse_limit
+
+    assert parse_limit(None) is None
+    assert parse_limit("100") == 100 and isinstance(parse_limit("100"), int)
+    assert parse_limit("0.25") == 0.25
     for bad in ("0", "-1", "abc", "1.5", "nan"):
         with pytest.raises(UserError):
-            ds.parse_limit(bad)
+            parse_limit(bad)
     assert ds.split_tasks(None) == list(ds.STUDY_TASKS)
     assert ds.split_tasks(" sciq , arc_easy ") == ["sciq", "arc_easy"]
     for bad in (",", "sciq,sciq"):

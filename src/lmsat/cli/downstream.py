@@ -107,7 +107,9 @@ def downstream(
         if len(models) != 1:
             raise UserError("--revisions applies to one --model; evaluate one model at a time, or use a sweep RUN_DIR.")
         out = output or Path("lmsat-runs")
-    limit_value = ds.parse_limit(limit)
+    from lmsat.cli.parse import parse_limit
+
+    limit_value = parse_limit(limit)
     selections = ds.sweep_selection(run_dir, models or None) if run_dir is not None else [ds.explicit_selection(models[0], revisions)]
     plan = ds.resolve_tasks(tasks, include_path or [], storycloze_dir, limit_value)
     for note in plan.notes:

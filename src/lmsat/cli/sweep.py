@@ -10,6 +10,7 @@ import typer
 from lmsat.cli.app import app
 from lmsat.cli.ray_options import CpusPerTask, GpusPerTask, RayAddress, UseRay
 from lmsat.cli.options import BatchSize, Data, DataConfig, Device, Dtype, Output, Seed, Split, Streaming, TextField, TrustRemoteCode
+from lmsat.cli.parse import parse_named_ints
 from lmsat.cli.show import print_table, say
 from lmsat.errors import UserError
 from lmsat.loading.checkpoints import short_name
@@ -26,23 +27,6 @@ SweepModels = Annotated[
 ]
 RunDir = Annotated[Path, typer.Argument(help="Run directory written by `lmsat sweep -o RUN_DIR`.", show_default=False)]
 NamedInts = Annotated[Optional[list[str]], typer.Option(show_default=False)]
-
-
-def parse_named_ints(values: list[str] | None, option: str) -> dict[str, int]:
-    """``["N"]`` -> {"*": N} (every model); ``["name=N", ...]`` -> {name: N}. N may be written 2_097_152 or 1.4e9."""
-    out: dict[str, int] = {}
-    for raw in values or []:
-        for item in (p.strip() for p in raw.split(",") if p.strip()):
-            name, _, number = item.rpartition("=")
-            text = number.replace("_", "")
-            try:
-                value = float(text)
-            except ValueError:
-                value = float("nan")
-            if not (value == value and value > 0 and value == int(value)):
-                raise UserError(f"{option} '{item}': give a positive whole number, as N or MODEL=N (e.g. pythia-70m=70426624).")
-            out[name.strip() or "*"] = int(value)
-    return out
 
 
 def _split_names(values: list[str] | None) -> list[str]:
@@ -162,7 +146,8 @@ def sweep(
     from lmsat.cli.options import corpus_spec
     from lmsat.experiments.saturation import DEFAULT_MAX_RISE, DEFAULT_MIN_ANISOTROPY_RISE, DEFAULT_MIN_ENTROPY_RISE
     from lmsat.experiments.sweep import SweepSettings, plan_sweep, run_sweep
-    from lmsat.loading.checkpoints import expand_sweep, parse_seeds
+    from lmsat.cli.parse import parse_seeds
+    from lmsat.loading.checkpoints import expand_sweep
 
     from lmsat.cli import validate as v
 

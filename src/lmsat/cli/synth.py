@@ -131,7 +131,8 @@ def train(
     """
     from lmsat.figures.outputs import refresh_train
     from lmsat.kinds.train import TrainRecord, summary_table
-    from lmsat.training.train import TrainConfig, parse_hidden_sizes, train_family
+    from lmsat.cli.parse import parse_hidden_sizes, parse_seeds
+    from lmsat.training.train import TrainConfig, train_family
 
     from lmsat.cli import validate as v
 
@@ -139,7 +140,6 @@ def train(
     v.check_seed("--seed", seed)
     v.check_device(device)
     from lmsat.errors import UserError
-    from lmsat.loading.checkpoints import parse_seeds
 
     seed_list = parse_seeds(seeds)
     if seed_list is not None and seed != 0:

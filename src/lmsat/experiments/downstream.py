@@ -287,23 +287,6 @@ class TaskPlan:
                 "limit": self.limit, "num_fewshot": 0, "task_set": self.task_set}
 
 
-def parse_limit(text: str | None) -> int | float | None:
-    """``--limit``: a whole number of documents per task, or a fraction in (0, 1) (the harness's convention)."""
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"--limit must be a number of documents (e.g. 100) or a fraction below 1 (e.g. 0.1); got '{text}'.") from None
-    if not math.isfinite(value) or value <= 0:
-        raise UserError(f"--limit must be positive (got {text}).")
-    if value >= 1:
-        if value != int(value):
-            raise UserError(f"--limit above 1 is a number of documents and must be whole (got {text}).")
-        return int(value)
-    return value
-
-
 def split_tasks(text: str | None) -> list[str]:
     """``--tasks a,b,c`` (the harness's spelling) -> names; the study's tasks when not given."""
     if text is None:
@@ -922,6 +905,6 @@ def _evaluate_on(executor: Any, resources: Any, run_args: dict[str, tuple[Any, .
 
 __all__ = [
     "KIND", "TABLE_KIND", "STUDY_TASKS", "STUDY_METRICS", "STUDY_TABLE1", "Selection", "TaskPlan", "select_best_final",
-    "sweep_selection", "explicit_selection", "resolve_tasks", "parse_limit", "run_downstream", "comparison_rows",
+    "sweep_selection", "explicit_selection", "resolve_tasks", "run_downstream", "comparison_rows",
     "downstream_frame", "metrics_of", "record_key",
 ]

@@ -116,29 +116,6 @@ def short_name(model: str) -> str:
 # --- suites and revision sets ----------------------------------------------------------------
 
 
-def parse_seeds(text: str | None) -> list[int] | None:
-    """``"1-9"`` -> [1, ..., 9]; ``"0,1,2"``, ``"1-3,7"`` likewise (sorted, unique); None -> None.
-
-    >>> parse_seeds("1-3,7")
-    [1, 2, 3, 7]
-    """
-    if text is None:
-        return None
-    out: set[int] = set()
-    for part in _split(text):
-        lo, dash, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if dash else int(lo)
-        except ValueError:
-            raise UserError(f"--seeds must be integers or ranges such as 1-9 or 0,1,2 (got '{text}').") from None
-        if a < 0 or b < a:
-            raise UserError(f"--seeds range '{part}' is empty or negative; write it low-high, e.g. 1-9.")
-        out.update(range(a, b + 1))
-    if not out:
-        raise UserError(f"--seeds is empty; give seeds such as 1-9 (got '{text}').")
-    return sorted(out)
-
-
 def model_seed(model: str) -> int | None:
     """The training seed in a hub name: ``EleutherAI/pythia-70m-seed3`` -> 3; None when the name has none."""
     m = _SEED_NAME.search(str(model).rstrip("/"))

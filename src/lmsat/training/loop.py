@@ -330,16 +330,3 @@ def train_models_on(executor: Any, configs: Sequence[TrainConfig], inputs: Famil
     if lost:
         raise UserError(f"not trained: {'; '.join(lost)[:600]}; the other models are stored; re-run the same command to resume.")
     return [r for r in records if r is not None]
-
-
-def parse_hidden_sizes(text: str) -> list[int]:
-    """``"16,32,64"`` -> [16, 32, 64]; a clear error for anything else."""
-    try:
-        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise UserError(f"--hidden-sizes must be comma-separated integers such as 16,32,64,128 (got '{text}').") from None
-    if not sizes or any(d < 1 for d in sizes):
-        raise UserError(f"--hidden-sizes must be positive integers such as 16,32,64,128 (got '{text}').")
-    if len(set(sizes)) != len(sizes):
-        raise UserError(f"--hidden-sizes repeats a size (got '{text}').")
-    return sizes

@@ -70,7 +70,6 @@ from lmsat.training.data import (
     windows_of,
 )
 from lmsat.training.loop import (
-    parse_hidden_sizes,
     train_family,
     train_model,
     train_step,
@@ -88,7 +87,7 @@ from lmsat.training.model import (
 __all__ = [
     "ARCHS", "KIND", "METRICS", "STATE_FILE", "TRAIN_CONFIG", "EvalResult", "FamilyInputs", "TrainConfig", "TrainingData",
     "batch_indices", "build_model", "checkpoint_steps", "count_params", "evaluate", "list_checkpoints",
-    "lr_at", "make_optimizer", "model_config", "parse_hidden_sizes", "prepare_data", "read_metrics", "resolve_inputs",
+    "lr_at", "make_optimizer", "model_config", "prepare_data", "read_metrics", "resolve_inputs",
     "rotary_fraction", "save_checkpoint", "spread", "token_stream", "train_family", "train_model", "train_step",
     "training_state", "windows_of",
 ]
