@@ -200,7 +200,9 @@ def main() -> None:
         if not args.skip_sweep:
             suite = write_suite(root / "suite", args.checkpoints, 256, 4)
             sweep_part(suite, root, assets.brown_path(), args.checkpoints, args.tokens)
-        pythia_part([s for s in args.pythia_sizes.split(",") if s], args.pythia_tokens)
+        sizes = [s for s in args.pythia_sizes.split(",") if s]
+        if sizes:  # --pythia-sizes "": the sweep comparison only
+            pythia_part(sizes, args.pythia_tokens)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"load at the end: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
