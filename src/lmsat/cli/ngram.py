@@ -170,21 +170,19 @@ def ngram_rank(
     )
     import pandas as pd
 
-    dims = pd.DataFrame(
-        [
-            {
-                "W-error <=": t,
-                "dimension d": r["dims_for_w_error"][str(t)]
-                if r["dims_for_w_error"][str(t)] is not None
-                else (
-                    f"{r['dims_bounds'][str(t)][0]:,} to {r['dims_bounds'][str(t)][1]:,} (beyond the top {r['n_singular_values']:,})"
-                    if r.get("dims_bounds")
-                    else f"> {r['n_singular_values']}"
-                ),
-            }
-            for t in THRESHOLDS
-        ]
-    )
+    def dim_row(t: float) -> dict[str, object]:
+        est = (r.get("dims_estimate") or {}).get(str(t))
+        if est is not None and est["how"] == "exact" and est["lo"] == est["hi"]:
+            return {"W-error <=": t, "dimension d": f"{est['estimate']:,}", "interval": "exact"}
+        if est is not None and est["estimate"] is not None:
+            return {"W-error <=": t, "dimension d": f"{est['estimate']:,}", "interval": f"{est['lo']:,} to {est['hi']:,} ({est['how']})"}
+        d = r["dims_for_w_error"][str(t)]
+        if d is not None:
+            return {"W-error <=": t, "dimension d": f"{d:,}", "interval": "exact"}
+        lo, hi = (r.get("dims_bounds") or {}).get(str(t), (None, None))
+        return {"W-error <=": t, "dimension d": "?", "interval": f"{lo:,} to {hi:,} (beyond the top {r['n_singular_values']:,})" if lo is not None else "-"}
+
+    dims = pd.DataFrame([dim_row(t) for t in THRESHOLDS])
     print_table(dims, title="Dimension needed", floats=2)
     noise = r.get("noise")
     if noise:

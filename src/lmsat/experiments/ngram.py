@@ -41,7 +41,7 @@ from lmsat.measure.ngram import (
     noise_floor_dimension,
     sampling_noise,
 )
-from lmsat.measure.sparse_spectrum import METHODS, dimension_bounds, sparse_singular_values
+from lmsat.measure.sparse_spectrum import METHODS, dimension_bounds, head_error_bound, sparse_singular_values, spectrum_dimensions
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
 from lmsat.store import Record, Store, fingerprint, record_name, slugify
@@ -283,6 +283,8 @@ def run_ngram(
     done = store.get(KIND, key)
     if done is not None and "documents" not in done.inputs.get("settings", {}):
         done = None  # made before --documents existed: recompute
+    if done is not None and not done.results.get("complete", True) and "dims_estimate" not in done.results and settings.top_k is None:
+        done = None  # a truncated spectrum from before the tail estimate (top 1,024 values only): recompute
     if done is not None and not force:
         if done.inputs.get("source_fingerprint") != source_fp:
             raise UserError(
@@ -341,10 +343,15 @@ def run_ngram(
         "accuracy": spectrum.accuracy,
         "blocks": spectrum.blocks,
         "dims_for_w_error": dims,
-        # [lo, hi] holding each dim: equal when reached by the computed values (docs/ngram.md, "Bounds")
+        # [lo, hi] surely holding each dim: equal when reached by the computed values, widened by the float32 /
+        # Ritz error bounds (docs/ngram.md, "Bounds")
         "dims_bounds": {
-            str(t): list(dimension_bounds(s, spectrum.frobenius_norm, spectrum.rank_bound or len(s), t)) for t in THRESHOLDS
+            str(t): list(dimension_bounds(s, spectrum.frobenius_norm, spectrum.rank_bound or len(s), t, head_error=head_error_bound(spectrum)))
+            for t in THRESHOLDS
         },
+        # every dim with an estimate and an interval: exact, or past the dense limit estimated by stochastic
+        # Lanczos quadrature (docs/ngram.md, "Past the dense limit")
+        "dims_estimate": {str(t): v for t, v in spectrum_dimensions(spectrum, THRESHOLDS).items()},
         "rank_bound": spectrum.rank_bound,
         "w_error_at": w_error_at(curve, spectrum.complete),
         "noise": noise.as_dict(),
@@ -361,4 +368,22 @@ def run_ngram(
         "source_fingerprint": source_fp,
         "lmsat_version": __version__,
     }
-    return NgramRecord(key=key, inputs=inputs, **results).put(store, arrays={"singular_values": s, "w_error": curve})
+    arrays = {"singular_values": s, "w_error": curve}
+    if spectrum.tail is not None:  # the estimated curve past the computed values: d, W-error and its interval
+        arrays["tail_curve"] = tail_w_error_curve(spectrum.tail, spectrum.frobenius_norm, len(s))
+    return NgramRecord(key=key, inputs=inputs, **results).put(store, arrays=arrays)
+
+
+def tail_w_error_curve(tail: Any, frobenius_norm: float, start: int, points: int = 2000) -> np.ndarray:
+    """(4, <= points) array: estimated d, W-error(d) and its interval (lo, hi) past the ``start`` computed values,
+    from the tail's quadrature (:meth:`lmsat.measure.sparse_spectrum.TailQuadrature.curve`)."""
+    c = tail.curve()
+    total = frobenius_norm * frobenius_norm
+    keep = c["count"] >= start
+    d = c["count"][keep]
+    w = [np.sqrt(np.clip((total - c[k][keep]) / total, 0.0, 1.0)) for k in ("energy", "energy_hi", "energy_lo")]
+    order = np.argsort(d)
+    out = np.stack([d[order], *(x[order] for x in w)])
+    if out.shape[1] > points:
+        out = out[:, np.unique(np.linspace(0, out.shape[1] - 1, points).astype(np.int64))]
+    return out

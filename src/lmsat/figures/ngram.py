@@ -31,7 +31,8 @@ def ngram_label(rec: Record) -> str:
 def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = False) -> Path:
     """W-error(d) = sqrt(sum_{i>d} s_i^2) / |P|_F vs d, one line per record (the study's Fig. 7).
 
-    A truncated spectrum's line stops at the last computed d (marked with x). A dashed line in the
+    A truncated spectrum's line stops at the last computed d (marked with x); past the dense limit the
+    tail's estimate continues it (dashed, its interval shaded; docs/ngram.md, "Past the dense limit"). A dashed line in the
     record's colour is its sampling-noise floor (``results.noise.floor``), a square the d where
     the curve reaches it.
     """
@@ -45,7 +46,12 @@ def plot_ngram_w_error(records: list[Record], path: str | Path, log_x: bool = Fa
         keep = _thin(len(d), log=log_x)
         d, curve = d[keep], curve[keep]
         (line,) = ax.plot(d, curve, label=ngram_label(rec))
-        if not rec.results.get("complete", True) and len(d):
+        arrays = rec.load_arrays()
+        if "tail_curve" in arrays:  # past the computed values: the tail's estimate (dashed) and its interval (band)
+            td, tw, tlo, thi = arrays["tail_curve"]
+            ax.plot(td, tw, ls="--", color=line.get_color(), lw=1.0)
+            ax.fill_between(td, tlo, thi, color=line.get_color(), alpha=0.15, lw=0)
+        elif not rec.results.get("complete", True) and len(d):
             ax.plot(d[-1:], curve[-1:], marker="x", color=line.get_color())
         noise = rec.results.get("noise") or {}
         if noise.get("floor") is not None:  # the sampling-noise floor: below it the curve measures noise

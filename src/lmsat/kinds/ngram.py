@@ -40,6 +40,9 @@ class NgramRecord(KindRecord):
     dims_for_w_error: dict[str, int | None] = UNSET
     # threshold -> [lo, hi] holding the dimension (equal when the computed values reach it; docs/ngram.md, "Bounds")
     dims_bounds: dict[str, list[int]] = UNSET
+    # threshold -> {"estimate", "lo", "hi", "how"}: how = exact | estimated (past the dense limit, stochastic
+    # Lanczos quadrature; lo-hi its interval) | bounds (no estimate)
+    dims_estimate: dict[str, dict[str, Any]] = UNSET
     rank_bound: int | None = UNSET  # sum over blocks of min(rows, columns) >= rank P
     w_error_at: dict[str, float | None] = UNSET
     noise: dict[str, float] = UNSET  # lmsat.measure.ngram.SamplingNoise.as_dict()
@@ -137,6 +140,11 @@ def frame(records: Sequence[NgramRecord]) -> pd.DataFrame:
         }
         for t, d in (r.get("dims_for_w_error") or {}).items():
             row[f"d(W-error<={t})"] = d
+            est = (r.get("dims_estimate") or {}).get(t)
+            if est is not None and est.get("how") != "exact":
+                row[f"d(W-error<={t})"] = est.get("estimate")
+                row[f"d(W-error<={t}) interval"] = f"{est.get('lo')}-{est.get('hi')}"
+                row[f"d(W-error<={t}) how"] = est.get("how")
         for d, v in (r.get("w_error_at") or {}).items():
             row[f"W-error({d})"] = v
         rows.append(row)
@@ -155,8 +163,12 @@ def table(records: Sequence[NgramRecord]) -> pd.DataFrame:
             v = rec.results().get(k)
             if v is not None and not isinstance(v, (dict, list)):
                 row[label] = v
-        row["dimension at W-error 0.5"] = d5 if e5 else (f"> {d5}" if d5 is not None else None)
-        row["dimension at W-error 0.1"] = d1 if e1 else (f"> {d1}" if d1 is not None else None)
+        for t, d, exact in ((0.5, d5, e5), (0.1, d1, e1)):
+            est = (rec.dims_estimate or {}).get(str(t)) if rec.dims_estimate is not UNSET else None
+            if not exact and est and est.get("estimate") is not None:  # past the dense limit: estimate [interval]
+                row[f"dimension at W-error {t}"] = f"~{est['estimate']} [{est['lo']}-{est['hi']}]"
+            else:
+                row[f"dimension at W-error {t}"] = d if exact else (f"> {d}" if d is not None else None)
         rows.append(row)
     return pd.DataFrame(rows)
 

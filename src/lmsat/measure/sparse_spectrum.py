@@ -60,6 +60,12 @@ SMALL_BLOCK = 128
 DEFAULT_MAX_DENSE = 20_000
 _GPU_MAX_DENSE = 65_536
 DEFAULT_TRUNCATED_K = 1024
+# Past the dense limit (full curve requested): the top TAIL_TOP eigenvalues exactly, the rest by
+# stochastic Lanczos quadrature on the deflated Gram operator (docs/ngram.md, "Past the dense limit").
+TAIL_TOP = 512
+TAIL_PROBES = 16
+TAIL_STEPS = 200
+TAIL_SIGMAS = 3.0  # the interval adds this many standard errors of the probe average
 _EPS_FACTOR = 10.0
 _STACK_BYTES = 256 << 20  # memory of one batch of small Gram matrices
 _PRODUCT_BYTES = 256 << 20  # memory of one M @ X intermediate in Gram products
@@ -83,10 +89,13 @@ class SparseSpectrum:
     blocks: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     rank_bound: int | None = None  # sum over blocks of min(rows, columns) >= rank P
+    # Past the dense limit: the tail's stochastic Lanczos quadrature (see :class:`TailQuadrature`), else None.
+    tail: TailQuadrature | None = None
 
 
 def dimension_bounds(
-    singular_values: np.ndarray, frobenius_norm: float, rank_bound: int, threshold: float
+    singular_values: np.ndarray, frobenius_norm: float, rank_bound: int, threshold: float,
+    head_error: np.ndarray | float = 0.0,
 ) -> tuple[int, int]:
     """[lo, hi] holding d(t) = min{d : W-error(d) <= t} when only the top k singular values are known.
 
@@ -99,22 +108,36 @@ def dimension_bounds(
     * sum_{i>d} s_i^2 <= T (r - d) / (r - k)      =>  d(t) <= k + ceil(m (1 - t^2 F / T))
 
     (the smallest r - d of m values sum to at most their share of T; equality when the tail is flat).
+
+    ``head_error``: a bound e_d on |sum_{i<=d} s_i^2 - computed| (a number, or an array over d = 0..k),
+    e.g. float32 dense blocks (each eigenvalue within :func:`float32_eigenvalue_bound`, so e_d =
+    min(d, b) * bound) and Ritz residuals: d(t) is then the first d whose tail T_d - e_d (lo) or
+    T_d + e_d (hi) reaches t^2 F; the beyond-k bounds widen by e_k.
     """
     s = np.asarray(singular_values, dtype=np.float64)
     total = float(frobenius_norm) ** 2
     head = np.concatenate([[0.0], np.cumsum(s * s)])
     tail = np.maximum(total - head, 0.0)
+    err = np.broadcast_to(np.asarray(head_error, dtype=np.float64), tail.shape) if np.ndim(head_error) == 0 else \
+        np.asarray(head_error, dtype=np.float64)[: len(tail)]
     target = threshold * threshold * total
-    hits = np.nonzero(tail <= target * (1 + 1e-12))[0]
-    if len(hits):
-        return int(hits[0]), int(hits[0])
     k = len(s)
     t_k = float(tail[-1])
     m = max(int(rank_bound) - k, 1)
     last = float(s[-1] ** 2) if k else t_k
-    lo = k + max(1, math.ceil((t_k - target) / max(last, 1e-300)))
-    hi = k + max(1, math.ceil(m * (1.0 - target / t_k)))
-    return min(lo, k + m), max(min(hi, k + m), min(lo, k + m))
+    e_k = float(err[-1])
+
+    def beyond_lo() -> int:
+        return k + max(1, math.ceil((t_k - e_k - target) / max(last, 1e-300)))
+
+    def beyond_hi() -> int:
+        return k + max(1, math.ceil(m * (1.0 - target / max(t_k + e_k, 1e-300))))
+
+    lo_hits = np.nonzero(tail - err <= target * (1 + 1e-12))[0]
+    hi_hits = np.nonzero(tail + err <= target * (1 + 1e-12))[0]
+    lo = int(lo_hits[0]) if len(lo_hits) else min(beyond_lo(), k + m)
+    hi = int(hi_hits[0]) if len(hi_hits) else min(beyond_hi(), k + m)
+    return lo, max(hi, lo)
 
 
 def frobenius_norm(matrix: sp.spmatrix | np.ndarray) -> float:
@@ -419,6 +442,266 @@ def lanczos_top_eigenvalues(matrix: sp.csr_matrix, k: int, tol: float = 1e-10, s
     }
 
 
+def top_eigenpairs(gram: Any, n: int, k: int, tol: float = 1e-10, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k eigenpairs (theta descending, V n x k orthonormal, residuals |G v_i - theta_i v_i|) of a
+    symmetric PSD operator ``gram`` (a function X -> G X on n x j arrays) by ARPACK Lanczos."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    op = LinearOperator((n, n), matvec=gram, matmat=gram, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    theta, vec = eigsh(op, k=k, which="LA", tol=tol, v0=v0)
+    order = np.argsort(theta)[::-1]
+    theta, vec = theta[order], np.ascontiguousarray(vec[:, order])
+    res = np.linalg.norm(gram(vec) - vec * theta, axis=0)
+    return np.clip(theta, 0, None), vec, res
+
+
+def gram_operator(matrix: sp.csr_matrix) -> Any:
+    """X -> P^T P X through :func:`split_gram` (diag(d) X + M^T (M X)), column chunks bounding the M X intermediate."""
+    diag, multi = split_gram(matrix)
+    mt = multi.T.tocsr()
+    step = _columns_per_product(multi.shape[0])
+
+    def gram_times(x: np.ndarray) -> np.ndarray:
+        if x.ndim == 1:
+            return diag * x + mt @ (multi @ x)
+        return np.concatenate([diag[:, None] * x[:, j : j + step] + mt @ (multi @ x[:, j : j + step])
+                               for j in range(0, x.shape[1], step)], axis=1)
+
+    return gram_times
+
+
+def lanczos_quadrature(
+    gram: Any, n: int, vectors: np.ndarray | None, probes: int = TAIL_PROBES, steps: int = TAIL_STEPS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss quadrature of the spectral measure of A = (I - V V^T) G (I - V V^T) seen from random probes.
+
+    For each of ``probes`` Gaussian vectors z, q = (I - V V^T) z / |.|; ``steps`` Lanczos steps on A from q
+    (all probes side by side, one G X product per step; no reorthogonalisation, as usual for stochastic
+    Lanczos quadrature) give a tridiagonal T = Y diag(theta) Y^T; the nodes theta_j and weights
+    w_j = Y_1j^2 (summing to 1) satisfy sum_j w_j f(theta_j) ~ q^T f(A) q, exact for polynomials of degree
+    < 2 steps. For a Gaussian z, q is uniform on the unit sphere of the complement of V, so
+    E[q^T f(A) q] = (1 / (n - k)) sum_{i > k} f(lambda_i): the probes estimate the normalised spectral
+    distribution of the tail (Ubaru, Chen, Saad 2017). Returns (nodes (p x s), weights (p x s),
+    Rayleigh quotients q^T A q (p,)); a probe whose Krylov space closes early has zero-weight padding.
+    """
+    k = 0 if vectors is None else vectors.shape[1]
+    dim = n - k
+    steps = max(1, min(steps, dim))
+    rng = np.random.default_rng(seed + 7919)
+
+    def project(x: np.ndarray) -> np.ndarray:
+        return x if vectors is None else x - vectors @ (vectors.T @ x)
+
+    q = project(rng.standard_normal((n, probes)))
+    q /= np.linalg.norm(q, axis=0)
+    q_prev = np.zeros_like(q)
+    beta_prev = np.zeros(probes)
+    alphas = np.zeros((steps, probes))
+    betas = np.zeros((steps, probes))
+    alive = np.ones(probes, dtype=bool)
+    length = np.full(probes, steps)
+    for j in range(steps):
+        w = project(gram(project(q)))
+        alpha = np.einsum("ij,ij->j", q, w)
+        w -= q * alpha + q_prev * beta_prev
+        beta = np.linalg.norm(w, axis=0)
+        alphas[j] = np.where(alive, alpha, 0.0)
+        done = alive & (beta <= 1e-12 * np.maximum(np.abs(alphas[: j + 1]).max(axis=0), 1e-300))
+        length[done] = j + 1
+        alive &= ~done
+        betas[j] = np.where(alive, beta, 0.0)
+        if not alive.any():
+            break
+        q_prev, q = q, w / np.where(beta > 0, beta, 1.0)
+        beta_prev = beta
+    nodes = np.zeros((probes, steps))
+    weights = np.zeros((probes, steps))
+    for p_i in range(probes):
+        ell = int(length[p_i])
+        t = np.diag(alphas[:ell, p_i]) + np.diag(betas[: ell - 1, p_i], 1) + np.diag(betas[: ell - 1, p_i], -1)
+        theta, y = np.linalg.eigh(t)
+        nodes[p_i, :ell] = np.clip(theta, 0.0, None)
+        weights[p_i, :ell] = y[0] ** 2
+    weights /= weights.sum(axis=1, keepdims=True)
+    rayleigh = alphas[0]
+    return nodes, weights, rayleigh
+
+
+@dataclass
+class TailQuadrature:
+    """The unknown part of the spectrum past the dense limit, as stochastic Lanczos quadrature.
+
+    ``known``: every eigenvalue of P^T P computed exactly (all blocks' values, the truncated blocks'
+    top values included), descending. ``blocks``: one entry per truncated block: ``nodes`` / ``weights``
+    (probes x steps, from :func:`lanczos_quadrature` on its deflated Gram operator), ``size`` = b - k
+    (the number of unknown eigenvalues), ``energy`` = T_b = |P_b|_F^2 - sum of its k top values (exact).
+    """
+
+    known: np.ndarray
+    blocks: list[dict[str, Any]]
+    total: float  # |P|_F^2
+    probes: int
+    steps: int
+    interpolate: bool = False  # F through the middle of each jump (measured: d(0.5) 2-6% low) instead of Gauss's steps
+
+    def curve(self, sigmas: float = TAIL_SIGMAS) -> dict[str, np.ndarray]:
+        """The estimated head (count, energy) at each level tau of a grid, with brackets.
+
+        For one block and one probe, F(x) = sum_{theta_j <= x} w_j approximates the normalised
+        distribution of the tail's eigenvalues; by the Chebyshev-Markov-Stieltjes inequalities the
+        exact (probe) distribution lies between L(x) = sum_{j < i} w_j and U(x) = sum_{j <= i+1} w_j,
+        theta_i <= x < theta_{i+1}. The estimate is F itself, Gauss's step function (standard SLQ;
+        interpolating through the jumps' middles measured worse). Count above tau: N(tau) = (b - k) (1 - F(tau)); energy above tau, by parts,
+        E(tau) = tau (1 - F(tau)) + int_tau^inf (1 - F), scaled so that E(0) equals the exact T_b
+        (ratio to the probes' mean Rayleigh quotient). Brackets: L and U in place of F, then
+        ``sigmas`` standard errors of the probe mean. Returns arrays over the grid: ``tau``,
+        ``count`` / ``count_lo`` / ``count_hi`` (eigenvalues > tau, all blocks, known ones included)
+        and ``energy`` / ``energy_lo`` / ``energy_hi`` (their sum).
+        """
+        known = np.sort(np.asarray(self.known, dtype=np.float64))  # ascending
+        all_nodes = np.concatenate([b["nodes"][b["weights"] > 0] for b in self.blocks] + [[0.0]])
+        top = max(float(all_nodes.max()), float(known[-1]) if len(known) else 0.0) * (1 + 1e-9) + 1e-300
+        tau = np.unique(np.concatenate([all_nodes, [top]]))
+        if len(tau) > 20_000:
+            tau = np.unique(np.quantile(tau, np.linspace(0, 1, 20_000)))
+        suffix = np.concatenate([np.cumsum(known[::-1])[::-1], [0.0]])
+        above = len(known) - np.searchsorted(known, tau, side="right")
+        known_count = above.astype(np.float64)
+        known_energy = suffix[len(known) - above]
+        out = {k: np.zeros(len(tau)) for k in ("count", "count_lo", "count_hi", "energy", "energy_lo", "energy_hi")}
+        width = np.diff(tau)
+        for blk in self.blocks:
+            nodes, weights, size, energy = blk["nodes"], blk["weights"], float(blk["size"]), float(blk["energy"])
+            per = {k: [] for k in ("F", "L", "U")}
+            for th, w in zip(nodes, weights):
+                keep = w > 0
+                th, w = th[keep], w[keep]
+                order = np.argsort(th)
+                th, w = th[order], w[order]
+                cum0 = np.concatenate([[0.0], np.cumsum(w)])
+                i = np.searchsorted(th, tau, side="right")  # nodes <= tau
+                if self.interpolate:
+                    per["F"].append(np.interp(tau, np.concatenate([[0.0], th, [top]]), np.concatenate([[0.0], cum0[1:] - w / 2, [1.0]])))
+                else:
+                    per["F"].append(cum0[i])
+                per["L"].append(cum0[np.maximum(i - 1, 0)])
+                per["U"].append(cum0[np.minimum(i + 1, len(w))])
+            f, lo_f, hi_f = (np.array(per[k]) for k in ("F", "U", "L"))  # U gives fewer above, L more
+
+            def above_energy(f: np.ndarray) -> np.ndarray:
+                # E(tau) = tau (1 - F(tau)) + int_tau^top (1 - F), trapezoid on the grid (exact for the
+                # piecewise-linear estimate; for the steps L, U the nodes are grid points)
+                g = 1.0 - f
+                seg = np.concatenate([(g[:, 1:] + g[:, :-1]) / 2 * width, np.zeros((g.shape[0], 1))], axis=1)
+                return tau * g + np.cumsum(seg[:, ::-1], axis=1)[:, ::-1]
+
+            def below_energy(f: np.ndarray) -> np.ndarray:
+                # R(tau) = int_[0, tau] x dF = tau F(tau) - int_0^tau F
+                seg = np.concatenate([np.zeros((f.shape[0], 1)), (f[:, 1:] + f[:, :-1]) / 2 * width], axis=1)
+                return tau * f - np.cumsum(seg, axis=1)
+
+            m = f.shape[0]
+            se = (lambda x: x.std(axis=0, ddof=1) / math.sqrt(m)) if m > 1 else (lambda x: np.zeros(x.shape[1]))
+            out["count"] += size * (1 - f.mean(axis=0))
+            out["count_lo"] += size * (1 - lo_f.mean(axis=0)) - sigmas * size * se(f)
+            out["count_hi"] += size * (1 - hi_f.mean(axis=0)) + sigmas * size * se(f)
+            e_mid = above_energy(f)
+            rq = e_mid[:, 0]  # each probe's energy of the whole tail (its Rayleigh quotient, up to the interpolation)
+            scale = energy / max(float(rq.mean()), 1e-300)  # E(0) = T_b, exact
+            ratio = e_mid.mean(axis=0) / max(float(rq.mean()), 1e-300)
+            e_se = scale * se(e_mid - ratio[None, :] * rq[:, None])  # delta method for a ratio of means
+            out["energy"] += scale * e_mid.mean(axis=0)
+            # brackets two ways, both valid, intersected: from above (integrating the CMS bracket down from
+            # the top) and from below (T_b minus the bracket of the energy under tau, integrated up from 0)
+            lo_above, hi_above = scale * above_energy(lo_f).mean(axis=0), scale * above_energy(hi_f).mean(axis=0)
+            def integral(f: np.ndarray) -> np.ndarray:  # int_0^tau of a step function constant between grid points
+                return np.cumsum(np.concatenate([np.zeros((m, 1)), f[:, :-1] * width], axis=1), axis=1)
+
+            # R(tau) <= tau U(tau) - int_0^tau L and >= tau L(tau) - int_0^tau U; E = T_b - R
+            lo_below = energy - scale * (tau * lo_f - integral(hi_f)).mean(axis=0)
+            hi_below = energy - scale * (tau * hi_f - integral(lo_f)).mean(axis=0)
+            out["energy_lo"] += np.maximum(lo_above, lo_below) - sigmas * e_se
+            out["energy_hi"] += np.minimum(hi_above, hi_below) + sigmas * e_se
+        for k in ("count", "count_lo", "count_hi"):
+            out[k] = np.maximum(out[k], 0.0) + known_count
+        for k in ("energy", "energy_lo", "energy_hi"):
+            out[k] = np.clip(out[k], 0.0, None) + known_energy
+        # every count and energy is non-increasing in tau
+        for k in out:
+            out[k] = np.minimum.accumulate(out[k])
+        out["tau"] = tau
+        return out
+
+    def dimension(self, threshold: float, sigmas: float = TAIL_SIGMAS) -> tuple[int, int, int]:
+        """(estimate, lo, hi) of d(t): the count above the level tau* whose head energy reaches (1 - t^2) |P|_F^2."""
+        c = self.curve(sigmas)
+        need = (1.0 - threshold * threshold) * self.total
+
+        def count_at(energy: np.ndarray, count: np.ndarray) -> float:
+            ok = np.nonzero(energy >= need)[0]  # energy falls with tau: the last tau still holding enough
+            if not len(ok):
+                return float(count[0])
+            g = int(ok[-1])
+            if g + 1 < len(energy) and energy[g] > energy[g + 1]:  # interpolate between grid levels
+                frac = (energy[g] - need) / (energy[g] - energy[g + 1])
+                return float(count[g] + frac * (count[g + 1] - count[g]))
+            return float(count[g])
+
+        est = count_at(c["energy"], c["count"])
+        lo = count_at(c["energy_hi"], c["count_lo"])
+        hi = count_at(c["energy_lo"], c["count_hi"])
+        return int(round(est)), int(math.floor(min(lo, est))), int(math.ceil(max(hi, est)))
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": "stochastic Lanczos quadrature on the deflated Gram operator", "probes": self.probes,
+                "steps": self.steps, "sigmas": TAIL_SIGMAS,
+                "blocks": [{"unknown_eigenvalues": int(b["size"]), "tail_energy": float(b["energy"]), "top_k": int(b["k"])}
+                           for b in self.blocks]}
+
+
+def spectrum_dimensions(spec: SparseSpectrum, thresholds: tuple[float, ...]) -> dict[float, dict[str, Any]]:
+    """For each t: {"estimate", "lo", "hi", "how"} of d(t) = min{d : W-error(d) <= t}.
+
+    ``how``: "exact" (the computed values reach t: lo = hi = d, widened only by the float32 / Ritz
+    error bounds of :func:`head_error_bound`); "estimated" (past the computed values, by the tail's
+    stochastic Lanczos quadrature, :meth:`TailQuadrature.dimension`, its interval intersected with the
+    guaranteed :func:`dimension_bounds`); "bounds" (no tail estimate: the guaranteed bracket only, no estimate).
+    """
+    s = spec.singular_values
+    rank_bound = spec.rank_bound or len(s)
+    err = head_error_bound(spec)
+    fro = spec.frobenius_norm
+    head = np.concatenate([[0.0], np.cumsum(s * s)])
+    out: dict[float, dict[str, Any]] = {}
+    for t in thresholds:
+        lo, hi = dimension_bounds(s, fro, rank_bound, t, head_error=err)
+        hits = np.nonzero(fro * fro - head <= t * t * fro * fro * (1 + 1e-12))[0]
+        if len(hits):
+            out[t] = {"estimate": int(hits[0]), "lo": lo, "hi": hi, "how": "exact"}
+        elif spec.tail is not None:
+            est, t_lo, t_hi = spec.tail.dimension(t)
+            lo2, hi2 = max(lo, t_lo), min(hi, t_hi)
+            if lo2 > hi2:  # the estimate's interval left the guaranteed bracket: keep the guaranteed one
+                lo2, hi2 = lo, hi
+            out[t] = {"estimate": min(max(est, lo2), hi2), "lo": lo2, "hi": hi2, "how": "estimated"}
+        else:
+            out[t] = {"estimate": None, "lo": lo, "hi": hi, "how": "bounds"}
+    return out
+
+
+def head_error_bound(spec: SparseSpectrum) -> np.ndarray:
+    """e_d >= |sum_{i<=d} s_i^2 - exact| for d = 0..k: float32 dense blocks contribute min(d, b) times their
+    per-eigenvalue bound (:func:`float32_eigenvalue_bound`), truncated blocks the sum of their Ritz residuals."""
+    d = np.arange(len(spec.singular_values) + 1, dtype=np.float64)
+    err = np.zeros_like(d)
+    for blk in spec.accuracy.get("float32_blocks", []):
+        err += np.minimum(d, blk["size"]) * blk["eigenvalue_abs_bound"]
+    for blk in spec.accuracy.get("truncated_blocks", []):
+        err += blk.get("residual_sum", 0.0)
+    return err
+
+
 def block_submatrix(matrix: sp.csr_matrix, row_block: np.ndarray, col_block: np.ndarray, b: int) -> sp.csr_matrix:
     """Block ``b`` of P (labels from :func:`bipartite_blocks`), transposed if it has more columns than rows."""
     rows = np.nonzero(row_block == b)[0]
@@ -439,6 +722,9 @@ def sparse_singular_values(
     max_dense: int | None = None,
     truncated_k: int = DEFAULT_TRUNCATED_K,
     seed: int = 0,
+    tail_probes: int = TAIL_PROBES,
+    tail_steps: int = TAIL_STEPS,
+    tail_top: int = TAIL_TOP,
 ) -> SparseSpectrum:
     """Singular values of a sparse P, blockwise (see module docstring), with on-run accuracy.
 
@@ -451,7 +737,11 @@ def sparse_singular_values(
     * ``subspace`` or ``lanczos``: that top-k method for every block whose
       smaller side exceeds ``SMALL_BLOCK``.
 
-    Truncated blocks compute ``top_k`` (or ``truncated_k``) values.
+    Truncated blocks compute ``top_k`` (or ``truncated_k``) values. When the full curve is asked for
+    (``top_k`` None) and ``tail_probes`` > 0, a block over the dense limit instead gets its top
+    ``tail_top`` eigenpairs exactly (Lanczos, CPU) and the rest of its spectrum as stochastic Lanczos
+    quadrature on the deflated Gram operator (``tail_probes`` probes, ``tail_steps`` steps):
+    ``SparseSpectrum.tail``, from which :func:`spectrum_dimensions` estimates each dim with an interval.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -487,6 +777,7 @@ def sparse_singular_values(
         dense_done: list[int] = []
         truncated: list[dict[str, Any]] = []
         single_blocks: list[dict[str, Any]] = []
+        tail_blocks: list[dict[str, Any]] = []
         cutoff = 0.0
         most_negative = 0.0
         for b in large[np.argsort(-side[large])]:
@@ -507,7 +798,8 @@ def sparse_singular_values(
                 values.append(ev)
                 dense_done.append(size)
                 continue
-            k = min(top_k or truncated_k, size)
+            with_tail = method == "auto" and top_k is None and tail_probes > 0 and not use_dense
+            k = min(tail_top if with_tail else (top_k or truncated_k), size)
             if k >= size - 1:
                 ev, lowest = _dense_block(gram_dense(sub), device)
                 most_negative = min(most_negative, lowest)
@@ -515,6 +807,19 @@ def sparse_singular_values(
                 dense_done.append(size)
                 continue
             name = method if method in ("subspace", "lanczos") else ("subspace" if device.startswith("cuda") else "lanczos")
+            if with_tail:  # top k exactly, the rest by stochastic Lanczos quadrature on the deflated operator
+                gram = gram_operator(sub)
+                ev, vec, res = top_eigenpairs(gram, size, k, seed=seed)
+                nodes, weights, _ = lanczos_quadrature(gram, size, vec, probes=tail_probes, steps=tail_steps, seed=seed)
+                del vec
+                block_energy = float(np.sum(sub.data * sub.data))
+                tail_blocks.append({"nodes": nodes, "weights": weights, "size": size - k, "k": k,
+                                    "energy": max(block_energy - float(ev.sum()), 0.0)})
+                values.append(ev)
+                truncated.append({"size": size, "k": k, "method": "lanczos+slq", "max_residual_relative": float(res.max() / max(ev[0], 1e-300)),
+                                  "residual_sum": float(res.sum()), "converged": True})
+                cutoff = max(cutoff, float(ev[-1]))
+                continue
             if name == "lanczos":
                 ev, info = lanczos_top_eigenvalues(sub, k, seed=seed)
             else:
@@ -525,6 +830,7 @@ def sparse_singular_values(
 
         eig = np.concatenate(values)
         eig = np.sort(eig[eig > 0])[::-1]
+        tail = TailQuadrature(known=eig.copy(), blocks=tail_blocks, total=fro * fro, probes=tail_probes, steps=tail_steps) if tail_blocks else None
         complete = not truncated
         if not complete:
             # Below the smallest value of a truncated block, other values of that block are unknown.
@@ -552,6 +858,8 @@ def sparse_singular_values(
             parts.append("gram-dense")
         if truncated:
             parts.append(truncated[0]["method"])
+        if tail is not None:
+            accuracy["tail_estimate"] = tail.summary()
         return SparseSpectrum(
             singular_values=s,
             frobenius_norm=fro,
@@ -567,4 +875,5 @@ def sparse_singular_values(
             },
             device=device if device != "cpu" else f"cpu ({threads} thread{'s' if threads > 1 else ''})",
             rank_bound=int(side.sum()),
+            tail=tail,
         )
