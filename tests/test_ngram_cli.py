@@ -88,3 +88,45 @@ def test_help_lists_every_option(cli):
         assert opt in res.stdout, opt
     top = cli("--help")
     assert "ngram-rank" in top.stdout and "Data dimension" in top.stdout
+
+
+def test_past_the_dense_limit_every_dim_has_an_estimate_and_interval(cli, tmp_path):
+    """--max-dense under the largest block: the CLI prints estimated dims with intervals, the record holds them
+    (dims_estimate, tail_curve), they agree with an exact dense run of the same counts, and ngram.csv / the
+    figure are written (issue 15 item 1)."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lmsat.measure.ngram import NGramCounts, next_token_matrix
+    from lmsat.measure.sparse_spectrum import sparse_singular_values
+    from lmsat.measure.spectrum import dimension_for_w_error
+    from lmsat.store import Store
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_ngram_scale import text_like_stream
+
+    vocab = 3_000
+    ids = text_like_stream(200_000, vocab, classes=3_000, chains=400)
+    (tmp_path / "corpus").mkdir()
+    words = [f"w{i}" for i in ids]
+    (tmp_path / "corpus" / "a.txt").write_text("\n".join(" ".join(words[i : i + 50]) for i in range(0, len(words), 50)))
+    tok = Tokenizer(models.WordLevel(vocab={f"w{i}": i for i in range(vocab)} | {"[UNK]": vocab}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    out = tmp_path / "run"
+    res = cli("ngram-rank", "-t", tmp_path / "tok", "-d", tmp_path / "corpus", "--max-dense", 200, "-o", out)
+    assert res.code == 0, res.stderr
+    assert "estimated" in res.stdout, res.stdout
+    (rec,) = Store(out).records("ngram")
+    assert not rec.results["complete"] and "tail_curve" in rec.load_arrays()
+    (counts,) = Store(out).records("ngram_counts")
+    exact = sparse_singular_values(next_token_matrix(NGramCounts.from_arrays(counts.load_arrays())).matrix, device="cpu")
+    assert exact.complete
+    for t, est in rec.results["dims_estimate"].items():
+        d = dimension_for_w_error(exact.singular_values, float(t), exact.frobenius_norm)
+        assert est["lo"] <= d <= est["hi"], (t, est, d)
+    assert (out / "ngram.csv").exists() and (out / "figures" / "ngram_w_error.png").stat().st_size > 0
