@@ -242,3 +242,52 @@ def test_sweep_of_two_models_whose_names_slugify_alike_keeps_every_checkpoint(cl
     assert {r.inputs["model"] for r in recs} == {str(a), str(b)}
     again = cli(*args)
     assert again.code == 0 and len(Store(out).records("sweep")) == n_ckpt
+
+
+def test_a_model_retrained_in_the_same_folder_is_measured_again(tmp_path, cli, smollm2_hf):
+    """`lmsat head FOLDER`, new weights saved into FOLDER, `lmsat head FOLDER` again: the record follows the new
+    weights (with one warning), not the stale ones; an unchanged folder is not measured twice."""
+    from conftest import _save_tiny
+    from lmsat.loading.models import lm_head_weight, load_model, parse_model_arg
+    from lmsat.measure.spectrum import singular_values
+
+    folder = _save_tiny("gpt_neox", tmp_path / "model", smollm2_hf, seed=1)
+    out = tmp_path / "run"
+    assert cli("head", folder, "-o", out).code == 0
+    first = Store(out).records("head")[0]
+    s_first = first.load_arrays()["singular_values"]
+    again = cli("head", folder, "-o", out)
+    assert again.code == 0 and "changed" not in again.stderr
+    assert Store(out).records("head")[0].path.stat().st_mtime_ns == first.path.stat().st_mtime_ns  # reused
+    _save_tiny("gpt_neox", folder, smollm2_hf, seed=2)  # re-trained in place
+    res = cli("head", folder, "-o", out)
+    assert res.code == 0, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if "changed since" in ln] and "measuring again" in res.stderr
+    (rec,) = Store(out).records("head")
+    w, _ = lm_head_weight(load_model(parse_model_arg(str(folder))).model)
+    np.testing.assert_allclose(rec.load_arrays()["singular_values"], singular_values(w.detach().float().numpy()), rtol=1e-5)
+    assert rec.inputs["weights_fingerprint"] != first.inputs["weights_fingerprint"]
+    assert not np.allclose(rec.load_arrays()["singular_values"], s_first)
+
+
+def test_a_checkpoint_replaced_in_place_is_swept_again(cli, tiny_suite, brown_dir, tmp_path):
+    """A local checkpoint folder whose weights change after its sweep record was written is measured again on the
+    next sweep (one warning naming it); the unchanged checkpoints keep their records."""
+    import shutil
+
+    a = tmp_path / "fam" / "m"
+    shutil.copytree(tiny_suite / "tiny-a", a)
+    out = tmp_path / "run"
+    assert cli(*sweep_args(a, out, brown_dir)).code == 0
+    before = {r.key: (r.path.stat().st_mtime_ns, r.results["weights_hash"]) for r in Store(out).records("sweep")}
+    steps = sorted(a.glob("step*"), key=lambda p: int(p.name[4:]))
+    shutil.rmtree(steps[-1])
+    shutil.copytree(steps[0], steps[-1])  # the last checkpoint now holds the first one's weights
+    res = cli(*sweep_args(a, out, brown_dir))
+    assert res.code == 0, res.stderr
+    assert sum("changed since" in ln for ln in res.stderr.splitlines()) == 1
+    after = {r.key: r for r in Store(out).records("sweep")}
+    last, first = f"{a}@{steps[-1].name}", f"{a}@{steps[0].name}"
+    assert after[last].results["weights_hash"] == before[first][1] != before[last][1]
+    assert after[last].results["duplicate_of"] == first  # now flagged as the first checkpoint's weights
+    assert {k: r.path.stat().st_mtime_ns for k, r in after.items() if k != last} == {k: v[0] for k, v in before.items() if k != last}

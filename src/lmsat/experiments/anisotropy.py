@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lmsat.errors import UserError
-from lmsat.experiments.common import model_inputs, model_key
+from lmsat.experiments.common import model_inputs, model_key, still_current
 from lmsat.experiments.representations import representation_pass
 from lmsat.kinds.anisotropy import AnisotropyRecord
 from lmsat.loading.corpus import CorpusSpec, check_corpus
@@ -48,7 +48,7 @@ def run_anisotropy(
         sample = get_token_sample(output, corpus, tokenizer, n_tokens, seq_len, seed)
         key = model_key(spec)
         done = store.get(KIND, key)
-        if done and not force and done.inputs.get("token_sample", {}).get("hash") == sample.hash:
+        if done and not force and done.inputs.get("token_sample", {}).get("hash") == sample.hash and still_current(done, spec):
             records.append(done)
             continue
         try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lmsat.experiments.common import model_inputs, model_key
+from lmsat.experiments.common import model_inputs, model_key, still_current
 from lmsat.kinds.head import HeadRecord
 from lmsat.loading.models import ModelSpec, lm_head_weight, load_config, load_model
 from lmsat.measure.spectrum import (
@@ -50,7 +50,7 @@ def run_head(specs: list[ModelSpec], output: str | Path, force: bool = False) ->
     for spec in specs:
         key = model_key(spec)
         done = store.get(KIND, key)
-        if done and not force:
+        if still_current(done, spec) and not force:
             records.append(done)
             continue
         loaded = load_model(spec, require_causal=True)

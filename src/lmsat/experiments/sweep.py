@@ -38,6 +38,7 @@ import numpy as np
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.experiments.common import still_current
 from lmsat.kinds.sweep import SweepRecord
 from lmsat.loading.checkpoints import (
     Checkpoint,
@@ -49,7 +50,16 @@ from lmsat.loading.checkpoints import (
     hub_commit_of,
 )
 from lmsat.loading.corpus import CorpusSpec, check_corpus
-from lmsat.loading.models import LoadedModel, ModelSpec, load_config, lm_head_weight, load_model, resolve_device, torch_dtype
+from lmsat.loading.models import (
+    LoadedModel,
+    ModelSpec,
+    load_config,
+    lm_head_weight,
+    load_model,
+    resolve_device,
+    torch_dtype,
+    weights_fingerprint,
+)
 from lmsat.loading.tokenizers import TextTokenizer, load_tokenizer
 from lmsat.loading.tokens import TokenSample, get_token_sample
 from lmsat.progress import track
@@ -431,8 +441,18 @@ def sweep_inputs(ckpt: Checkpoint, settings: SweepSettings, device: str, sample:
         "device": device,
         "token_sample": sample.describe(),
         "tokens_per_step": tokens_per_step,
+        **({"weights_fingerprint": fp} if (fp := _fingerprint(ckpt)) else {}),
         "lmsat_version": __version__,
     }
+
+
+def _fingerprint(ckpt: Checkpoint) -> str | None:
+    """A local checkpoint folder's weights fingerprint (loading.models.weights_fingerprint); None for the hub."""
+    return weights_fingerprint(ModelSpec(ckpt.path)) if ckpt.source == "local" and ckpt.path else None
+
+
+def _still_current(done: Record, ckpt: Checkpoint, quiet: bool = False) -> bool:
+    return still_current(done, ModelSpec(ckpt.path), quiet) if ckpt.source == "local" and ckpt.path else True
 
 
 def _empty_results() -> dict[str, Any]:
@@ -468,7 +488,7 @@ def todo_checkpoints(store: Store, models: Sequence[SweepModel], retry_failed: b
     for m in models:
         for ckpt in m.checkpoints:
             done = store.get(KIND, ckpt.key)
-            if done is None or (retry_failed and done.results.get("status") != "ok"):
+            if done is None or (retry_failed and done.results.get("status") != "ok") or not _still_current(done, ckpt):
                 todo.append((m, ckpt))
             else:
                 skipped += 1
@@ -548,7 +568,8 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
         claim = store.claim(KIND, key)
         if claim.__enter__():
             done = store.get(KIND, key)  # the previous holder may have finished it
-            if done is None or (settings.retry_failed and done.results.get("status") != "ok" and key not in measured_here):
+            if (done is None or (settings.retry_failed and done.results.get("status") != "ok" and key not in measured_here)
+                    or not _still_current(done, job[1], quiet=True)):
                 claims[key] = claim
                 return load_checkpoint(job[1], settings, plan.device)
         claim.__exit__(None, None, None)

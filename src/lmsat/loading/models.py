@@ -51,6 +51,33 @@ class ModelSpec:
         return asdict(self)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def weights_fingerprint(spec: ModelSpec) -> str | None:
+    """What identifies a local model's weights beyond its path: sha256 over the name, size and modification time
+    of its weight files (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.gguf``: only ``spec.gguf_file`` for a GGUF
+    model) and of ``config.json``, first 16 hex digits. A model re-trained or replaced in the same folder gets
+    another fingerprint, so records measured on the old weights are not reused (docs/architecture.md, "Record
+    identity"). None for a hub id (its revision names its weights) or a folder that does not exist.
+    """
+    import hashlib
+
+    folder = Path(spec.name)
+    if not folder.is_dir():
+        return None
+    files = [folder / spec.gguf_file] if spec.gguf_file else sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    files.append(folder / "config.json")
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class LoadedModel:
     spec: ModelSpec
