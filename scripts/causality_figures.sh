@@ -10,7 +10,7 @@ export COLUMNS=${COLUMNS:-220} LMSAT_PROGRESS=0
 mkdir -p "$A" "$IMG"
 cells() { for f in "$@"; do [ -d "$f/train" ] && echo "$f"; done; }
 lmsat causality $(cells "$G"/synth-b*-s[0-9]) -o "$A/synth" > "$A/synth.txt"
-lmsat causality $(cells "$G"/text-b16-wd0.01-s[0-9]) -o "$A/text" > "$A/text.txt"
+lmsat causality $(cells "$G"/text-b*-s[0-9]) -o "$A/text" > "$A/text.txt"
 lmsat causality "$G/overfit-b16-wd0.01" "$G/overfit-b16-wd0.5" -o "$A/overfit" > "$A/overfit.txt"
 lmsat causality "$G/overfit-b16-wd0.01" "$G/overfit-b16-wd0.5" -o "$A/overfit-late" --from-step 120 > "$A/overfit-late.txt"
 I="$G/overfit-b16-wd0.01 $G/overfit-b16-wd0.01-mos4 $G/overfit-b16-wd0.01-specreg1 $G/overfit-b16-wd0.01-frozen-random"
@@ -72,4 +72,5 @@ for d in 8 32; do
   for b in 16 128; do pairs+=("gpt-neox-d$d-l2 batch=$b wd=0.01=>gpt-neox-d$d-l2 batch=$b wd=0.5"); done
 done
 effects "$A/synth/causality_runs.csv" "$A/synth_effects.csv" "${pairs[@]}"
+effects "$A/text/causality_runs.csv" "$A/text_effects.csv" "${pairs[@]}"
 echo "analyses in $A, figures in $IMG"
