@@ -141,6 +141,9 @@ def test_train_table_and_figures_group_seeds(tmp_path):
     assert row["runs (seeds)"] == 3 and row["seeds"] == "0,1,2"
     assert row["final held-out loss (nats/token) (mean ± sd)"] == f"{np.mean(x):.3f} ± {np.std(x, ddof=1):.3f}"
     assert t[t["model"] == "m-d8-b128"].iloc[0]["runs (seeds)"] == 1
+    short = train_kind.summary_table([typed(r) for r in recs])  # what lmsat train prints keeps the grouped columns
+    assert short.loc[short["model"] == "m-d8", "final loss (mean ± sd)"].iloc[0] == f"{np.mean(x):.3f} ± {np.std(x, ddof=1):.3f}"
+    assert short.loc[short["model"] == "m-d8", "seeds"].iloc[0] == "0,1,2"
     assert [(b, len(m)) for b, m in _seed_groups(recs)] == [("m-d8", 3), ("m-d8-b128", 1)]
     assert plot_training_curves(recs, tmp_path / "loss.png").is_file()
     assert plot_head_over_training(recs, tmp_path / "head.png").is_file()

@@ -110,5 +110,11 @@ SUMMARY = {"model": "model", "hidden_size": "d", "head": "head", "final_eval_los
 def summary_table(records: Sequence[TrainRecord]) -> pd.DataFrame:
     """:func:`table` cut to the :data:`SUMMARY` columns, with short headers (seed groups kept as in :func:`table`)."""
     out = table(records)
-    keep = {LABELS[c]: short for c, short in SUMMARY.items() if LABELS[c] in out.columns}
+    keep = {}
+    for c, short in SUMMARY.items():  # a seed group's numbers are headed "<label> (mean ± sd)" (lmsat.kinds.seeds)
+        for col, head in ((LABELS[c], short), (f"{LABELS[c]} (mean ± sd)", f"{short} (mean ± sd)")):
+            if col in out.columns:
+                keep[col] = head
+        if c == "hidden_size" and "seeds" in out.columns:
+            keep["seeds"] = "seeds"
     return out[list(keep)].rename(columns=keep)
