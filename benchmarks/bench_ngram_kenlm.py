@@ -186,9 +186,10 @@ def write_zipf_ids(path: Path, n_tokens: int, vocab: int = VOCAB, exponent: floa
 def write_text(ids_path: Path, text: Path) -> None:
     """The ids as words of one line (lmplz's input)."""
     ids = np.load(ids_path, mmap_mode="r")
+    words = [str(i) for i in range(int(ids.max()) + 1 if ids.size else 1)]
     with open(text, "w") as fh:
         for i in range(0, ids.size, 1 << 20):
-            fh.write(" ".join(map(str, ids[i : i + (1 << 20)].tolist())))
+            fh.write(" ".join([words[t] for t in ids[i : i + (1 << 20)].tolist()]))
             fh.write(" " if i + (1 << 20) < ids.size else "\n")
 
 
