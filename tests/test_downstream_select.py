@@ -6,7 +6,8 @@ import pytest
 
 from lmsat.errors import UserError
 from lmsat.experiments import downstream as ds
-from lmsat.store import Record, Store
+from lmsat.kinds.downstream import DownstreamRecord
+from lmsat.store import Store
 
 
 def _sweep(store: Store, model: str, step: int, loss: float | None, status: str = "ok", source: str = "hub", **extra) -> None:
@@ -102,8 +103,8 @@ def test_metrics_of_reads_the_harness_result_keys():
                             "higher_is_better": {"exact_match,strict-match": True}, "n_samples": 10}
 
 
-def _record(key: str, tasks: dict, hib: dict) -> Record:
-    return Record(kind="downstream", key=key, inputs={}, results={"tasks": tasks, "higher_is_better": hib, "stderr": {}})
+def _record(key: str, tasks: dict, hib: dict) -> DownstreamRecord:
+    return DownstreamRecord(key=key, tasks=tasks, higher_is_better=hib, stderr={})
 
 
 def test_comparison_rows_put_best_and_final_side_by_side_in_study_units():

@@ -175,9 +175,9 @@ def test_stored_json_of_a_typed_record_keeps_the_writers_field_order(tmp_path):
 
 
 def test_downstream_comparison_rows_keep_their_task_set(tmp_path):
-    from lmsat.experiments.downstream import downstream_frame
+    from lmsat.kinds.downstream import DownstreamTableRecord, frame as downstream_frame
 
     rows = [{"model": "m", "task": "sciq", "metric": "acc", "best": 80.0, "final": 75.0, "difference": -5.0}]
     rec = Store(tmp_path).put("downstream_table", "m#t", {"task_set": "t", "dtype": "float32"}, {"rows": rows, "n_metrics": 1})
-    frame = downstream_frame([rec])
+    frame = downstream_frame([DownstreamTableRecord.from_record(rec)])
     assert frame.loc[0, ["task", "best", "final", "difference", "task_set", "dtype"]].tolist() == ["sciq", 80.0, 75.0, -5.0, "t", "float32"]

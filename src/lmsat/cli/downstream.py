@@ -86,7 +86,9 @@ def downstream(
     --text-field text -o runs/pythia-160m && lmsat downstream runs/pythia-160m --storycloze-dir DIR
     """
     from lmsat.experiments import downstream as ds
-    from lmsat.store import Store, atomic_write_csv
+    from lmsat.figures.outputs import refresh_downstream
+    from lmsat.kinds import downstream as downstream_kind
+    from lmsat.kinds.downstream import DownstreamTableRecord
 
     from lmsat.cli import validate as v
 
@@ -126,13 +128,13 @@ def downstream(
                                    bootstrap_iters=bootstrap_iters, log_samples=log_samples,
                                    trust_remote_code=trust_remote_code, force=force, on_start=on_start,
                                    executor=executor, resources=resources)  # --ray: one task per checkpoint
-    atomic_write_csv(out / "downstream.csv", ds.downstream_frame(Store(out).records(ds.TABLE_KIND)))
-    for rec in tables:
-        print_table(display_frame(ds.downstream_frame([rec])), title=table_title(rec), floats=3)
-        n, judged = rec.results["n_metrics"], rec.results["n_judged"]
+    outputs = refresh_downstream(out)
+    for rec in (DownstreamTableRecord.from_record(t) for t in tables):
+        print_table(display_frame(downstream_kind.frame([rec])), title=table_title(rec), floats=3)
+        n, judged = rec.n_metrics, rec.n_judged
         rest = f" ({n - judged} unchanged or without a direction)" if n > judged else ""
-        say(f"worse at the final checkpoint: {rec.results['n_worse_at_final']} of {n} metrics{rest}.")
-    say(f"results: {out / ds.KIND}  table: {out / 'downstream.csv'}  harness logs: {out / ds.KIND / 'logs'}")
+        say(f"worse at the final checkpoint: {rec.n_worse_at_final} of {n} metrics{rest}.")
+    say(f"results: {out / ds.KIND}  table: {outputs.csv}  harness logs: {out / ds.KIND / 'logs'}")
 
 
 def table_title(rec) -> str:
@@ -144,7 +146,7 @@ def table_title(rec) -> str:
         return f"{s['revision']}{loss}"
 
     title = f"{short_name(rec.inputs['model'])}: best {side(rec.inputs['best'])} vs final {side(rec.inputs['final'])}"
-    return title + (" - the best checkpoint is the final one" if rec.results.get("best_is_final") else "")
+    return title + (" - the best checkpoint is the final one" if rec.best_is_final else "")
 
 
 def display_frame(frame):

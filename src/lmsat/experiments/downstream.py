@@ -50,10 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.base import as_kind
+from lmsat.kinds.base import value as stored
+from lmsat.kinds.downstream import DownstreamRecord, DownstreamTableRecord
 from lmsat.kinds.sweep import SweepRecord
 from lmsat.loading.checkpoints import Checkpoint, step_from_name
 from lmsat.loading.models import ModelSpec
@@ -180,29 +182,30 @@ def select_best_final(records: Sequence[Record], models: Sequence[str] | None = 
     out: list[Selection] = []
     skipped: list[str] = []
     for model, recs in by_model.items():
-        ok = [r for r in recs if SweepRecord.from_record(r).usable]  # the one usable-checkpoint rule
+        typed = [SweepRecord.from_record(r) for r in recs]
+        ok = [r for r in typed if r.usable]  # the one usable-checkpoint rule
         if not ok:
             skipped.append(model)
             continue
         # The one best/final rule (docs/methods.md §5): best = lowest loss, earliest on ties; final = last step.
-        point = best_final_rise([int(r.inputs["step"]) for r in ok], [float(r.results["cross_entropy"]) for r in ok])
-        best = min((r for r in ok if int(r.inputs["step"]) == point["best_step"]), key=lambda r: float(r.results["cross_entropy"]))
-        final = next(r for r in ok if int(r.inputs["step"]) == point["final_step"])
+        point = best_final_rise([r.step for r in ok], [r.loss for r in ok])
+        best = min((r for r in ok if r.step == point["best_step"]), key=lambda r: r.loss)
+        final = next(r for r in ok if r.step == point["final_step"])
         notes = []
-        dups = [r for r in recs if r.results.get("duplicate_of")]
-        failed = [r for r in recs if r not in ok and r not in dups]
+        dups = [r for r in typed if r.duplicate_of]
+        failed = [r for r in typed if r not in ok and r not in dups]
         if failed:
             notes.append(f"{len(failed)} failed checkpoint(s) ignored: {', '.join(r.key for r in failed[:3])}"
                          + (" ..." if len(failed) > 3 else ""))
         if dups:
             notes.append(f"{len(dups)} checkpoint(s) ignored because their weights equal an earlier checkpoint's: "
-                         + ", ".join(f"{r.key} = {r.results['duplicate_of']}" for r in dups[:3]) + (" ..." if len(dups) > 3 else ""))
-        later = [r for r in failed + dups if _is_int(r.inputs.get("step")) and int(r.inputs["step"]) > int(final.inputs["step"])]
+                         + ", ".join(f"{r.key} = {r.duplicate_of}" for r in dups[:3]) + (" ..." if len(dups) > 3 else ""))
+        later = [r for r in failed + dups if r.step is not None and r.step > final.step]
         if later:
-            notes.append(f"final = the last checkpoint measured without failure (step {final.inputs['step']}); "
-                         f"step {max(int(r.inputs['step']) for r in later)} is later but failed or duplicates another")
-        out.append(Selection(model=model, best=checkpoint_of(best), final=checkpoint_of(final),
-                             best_loss=float(best.results["cross_entropy"]), final_loss=float(final.results["cross_entropy"]),
+            notes.append(f"final = the last checkpoint measured without failure (step {final.step}); "
+                         f"step {max(r.step for r in later)} is later but failed or duplicates another")
+        out.append(Selection(model=model, best=checkpoint_of(best.record), final=checkpoint_of(final.record),
+                             best_loss=best.loss, final_loss=final.loss,
                              origin=origin, notes=tuple(notes)))
     if not out:
         raise UserError(
@@ -711,14 +714,15 @@ def evaluate_checkpoint(
         harness_equivalent=harness_equivalent(ckpt, plan, dtype, batch_size),
         **plan.describe(),
     )
-    record = store.put(KIND, key, inputs, {
-        "tasks": {t: v["metrics"] for t, v in per_task.items()},
-        "stderr": {t: v["stderr"] for t, v in per_task.items()},
-        "higher_is_better": {t: v["higher_is_better"] for t, v in per_task.items()},
-        "n_samples": {t: v["n_samples"] for t, v in per_task.items()},
-        "duration_s": duration,
-        "files": {k: os.path.relpath(v, root) for k, v in files.items()},
-    })
+    record = DownstreamRecord(
+        key=key, inputs=inputs,
+        tasks={t: v["metrics"] for t, v in per_task.items()},
+        stderr={t: v["stderr"] for t, v in per_task.items()},
+        higher_is_better={t: v["higher_is_better"] for t, v in per_task.items()},
+        n_samples={t: v["n_samples"] for t, v in per_task.items()},
+        duration_s=duration,
+        files={k: os.path.relpath(v, root) for k, v in files.items()},
+    ).put(store)
     del lm, loaded
     if device != "cpu":
         import torch
@@ -748,17 +752,18 @@ def comparison_rows(selection: Selection, best: Record, final: Record) -> list[d
     """
     study = study_values(selection.model)
     rows = []
-    for task, metrics in best.results["tasks"].items():
-        final_metrics = final.results["tasks"].get(task, {})
+    best, final = as_kind(best, DownstreamRecord), as_kind(final, DownstreamRecord)
+    for task, metrics in best.tasks.items():
+        final_metrics = final.tasks.get(task, {})
         first = [m for m in STUDY_METRICS.get(task, ()) if m in metrics]
         for metric in first + [m for m in metrics if m not in first]:
             if metric not in final_metrics:
                 continue
             scale, unit = _scale(metric)
             b, f = metrics[metric] * scale, final_metrics[metric] * scale
-            hib = best.results.get("higher_is_better", {}).get(task, {}).get(metric)
-            berr = best.results.get("stderr", {}).get(task, {}).get(metric)
-            ferr = final.results.get("stderr", {}).get(task, {}).get(metric)
+            hib = (stored(best.higher_is_better) or {}).get(task, {}).get(metric)
+            berr = (stored(best.stderr) or {}).get(task, {}).get(metric)
+            ferr = (stored(final.stderr) or {}).get(task, {}).get(metric)
             sb, sf = study.get((task, metric), (None, None))
             rows.append({
                 "model": selection.model,
@@ -800,18 +805,8 @@ def put_table(store: Store, selection: Selection, plan: TaskPlan, dtype: str, be
     inputs = {"model": selection.model, "selection": selection.origin, "dtype": dtype, "notes": list(selection.notes),
               "best": side(selection.best, selection.best_loss, best), "final": side(selection.final, selection.final_loss, final),
               "lmsat_version": __version__, **plan.describe()}
-    results = {"rows": rows, "best_is_final": selection.same, "n_metrics": len(rows), "n_worse_at_final": len(worse),
-               "n_judged": len(judged)}
-    return store.put(TABLE_KIND, table_key(selection, dtype, plan.task_set), inputs, results)
-
-
-def downstream_frame(tables: Sequence[Record]) -> pd.DataFrame:
-    """All comparison rows of ``downstream_table`` records, with the task-set id (the CSV ``downstream.csv``):
-    :func:`lmsat.kinds.downstream.frame`."""
-    from lmsat.kinds import downstream as downstream_kind
-    from lmsat.kinds.base import as_kind
-
-    return downstream_kind.frame([as_kind(r, downstream_kind.DownstreamTableRecord) for r in tables])
+    return DownstreamTableRecord(key=table_key(selection, dtype, plan.task_set), inputs=inputs, rows=rows, best_is_final=selection.same,
+                                 n_metrics=len(rows), n_worse_at_final=len(worse), n_judged=len(judged)).put(store)
 
 
 def run_downstream(
@@ -906,5 +901,5 @@ def _evaluate_on(executor: Any, resources: Any, run_args: dict[str, tuple[Any, .
 __all__ = [
     "KIND", "TABLE_KIND", "STUDY_TASKS", "STUDY_METRICS", "STUDY_TABLE1", "Selection", "TaskPlan", "select_best_final",
     "sweep_selection", "explicit_selection", "resolve_tasks", "run_downstream", "comparison_rows",
-    "downstream_frame", "metrics_of", "record_key",
+    "metrics_of", "record_key",
 ]

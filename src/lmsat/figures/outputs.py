@@ -96,3 +96,13 @@ def refresh_synth(language_dir: str | os.PathLike[str]) -> Outputs:
     atomic_write_csv(language_dir / "synth.csv", frame)
     figures = [plot_true_spectra({str(r.family): r.record for r in records}, language_dir / "figures" / "true_spectra.png")] if records else []
     return Outputs(frame, language_dir / "synth.csv", figures)
+
+
+def refresh_downstream(run_dir: str | os.PathLike[str]) -> Outputs:
+    """``downstream.csv``: every best-vs-final comparison row of the run directory's downstream_table records."""
+    from lmsat.kinds import downstream as downstream_kind
+
+    run_dir = Path(run_dir)
+    frame = downstream_kind.frame(downstream_kind.DownstreamTableRecord.load(Store(run_dir)))
+    atomic_write_csv(run_dir / "downstream.csv", frame)
+    return Outputs(frame, run_dir / "downstream.csv")
