@@ -60,7 +60,9 @@ def causality(
     v.check_range("--level", level, 0, 1, inclusive="neither")
     v.check_range("--n-boot", n_boot, 1)
     record, fig = run_and_draw(run_dirs, out, t)
-    res = record.results
+    from lmsat.kinds.causality import CausalityRecord
+
+    res = CausalityRecord.from_record(record).results()
     print_table(group_frame(res), title=f"Per group over seeds (mean ± sd); lead = loss-rise onset - rank-collapse onset, steps [{100 * level:.0f}% bootstrap interval]")
     print_table(lead_lag_frame(res), title="Lead of each collapse sign over the loss rise, all runs")
     print_table(cooccurrence_frame(res), title=f"Co-occurrence (runs); saturates = final/best - 1 > {max_rise}")

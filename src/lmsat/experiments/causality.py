@@ -43,12 +43,13 @@ import pandas as pd
 
 from lmsat import __version__
 from lmsat.errors import UserError
+from lmsat.kinds.causality import CausalityRecord
 from lmsat.kinds.seeds import spread
 from lmsat.measure.saturation import best_final_rise
-from lmsat.measure.onsets import Interval, bootstrap_mean_ci, detrended_correlation, fall_onset, loss_rise_onset, pearson_ci, rise_onset
+from lmsat.measure.onsets import bootstrap_mean_ci, detrended_correlation, fall_onset, loss_rise_onset, pearson_ci, rise_onset
 from lmsat.store import Record, Store, atomic_write_csv
 
-KIND = "causality"
+KIND = CausalityRecord.KIND
 KEY = "analysis"
 #: Settings of a `train` record that name a seed (grouped over, never part of a group's label).
 SEED_SETTINGS = ("seed", "data_seed", "weight_seed")
@@ -449,7 +450,7 @@ def run_causality(run_dirs: Sequence[str | Path], output: str | Path | None = No
     result = analyse(runs, thresholds)
     inputs = {"run_dirs": [str(Path(d).resolve()) for d in run_dirs], "thresholds": asdict(thresholds),
               "runs": [f"{r.run_dir}|{r.model}" for r in runs], "lmsat_version": __version__}
-    record = Store(out).put(KIND, KEY, inputs, _jsonable(result))
+    record = CausalityRecord(key=KEY, inputs=inputs, **_jsonable(result)).put(Store(out))
     atomic_write_csv(out / "causality_runs.csv", pd.DataFrame(result["runs"]))
     atomic_write_csv(out / "causality_groups.csv", pd.DataFrame(result["groups"]))
     return record

@@ -67,4 +67,6 @@ def run_and_draw(run_dirs: Any, output: str | Path, thresholds: Any) -> tuple[An
     from lmsat.experiments.causality import run_causality
 
     record = run_causality(run_dirs, output, thresholds)
-    return record, plot_causality(record.results, Path(output) / "figures" / "causality.png")
+    from lmsat.kinds.causality import CausalityRecord
+
+    return record, plot_causality(CausalityRecord.from_record(record).results(), Path(output) / "figures" / "causality.png")

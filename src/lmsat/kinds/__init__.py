@@ -22,6 +22,7 @@ import pandas as pd
 
 from lmsat.kinds import (
     anisotropy,
+    causality,
     downstream,
     head,
     ngram,
@@ -67,6 +68,8 @@ REGISTRY: dict[str, Kind] = {k.name: k for k in (
     Kind("downstream_table", downstream.DownstreamTableRecord, "Downstream tasks: best vs final checkpoint", downstream.table),
     # lmsat diagnose's verdict: shown first, in words, not as a table
     Kind("verdict", verdict.VerdictRecord, "Verdict: is d binding?", None, intermediate=True),
+    # lmsat causality's analysis: its own report section (report/causality.py), not a table
+    Kind("causality", causality.CausalityRecord, "Causality: rank collapse and loss rise", None),
 )}
 
 

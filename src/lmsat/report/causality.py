@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from lmsat.kinds.base import as_kind
+from lmsat.kinds.causality import CausalityRecord
 from lmsat.store import Record
 
 INTRO = (
@@ -100,7 +102,7 @@ def causality_sections(records: list[Record], folder: Path) -> list[Any]:
 
     sections = []
     for i, rec in enumerate(records):
-        res = rec.results
+        res = as_kind(rec, CausalityRecord).results()
         t = res.get("thresholds", {})
         verdict = " ".join(res.get("verdict", []))
         stated = (f"Thresholds: saturates when final/best - 1 > {t.get('max_rise')}; collapse when the effective rank falls by "

@@ -36,7 +36,7 @@ from lmsat.store import Record
 
 # Kinds with their own section (every registered kind, lmsat.kinds.REGISTRY, in its order); any other
 # kind present comes after, as a generic table.
-KNOWN_KINDS = (*kinds.REGISTRY, "causality")
+KNOWN_KINDS = tuple(kinds.REGISTRY)
 # Intermediate records another kind summarises (the n-gram counts behind each ngram record): not shown.
 INTERMEDIATE_KINDS = tuple(k.name for k in kinds.REGISTRY.values() if k.intermediate and k.name != "downstream")
 
@@ -422,7 +422,7 @@ def build_sections(records: dict[str, list[Record]], diags: list[dg.ModelDiagnos
     if r.get("causality"):
         from lmsat.report.causality import causality_sections
 
-        sections += causality_sections(r["causality"], folder)
+        sections += causality_sections(t["causality"], folder)
 
     others = sorted(k for k in r if k not in KNOWN_KINDS and k not in INTERMEDIATE_KINDS and r[k])
     for kind in others:
