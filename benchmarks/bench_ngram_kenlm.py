@@ -233,6 +233,8 @@ def main() -> None:
         runs = [("numba", run_lmsat(ids_path, int(args.shard_tokens), VOCAB, True, spill))]
         if args.numpy:
             runs.append(("numpy", run_lmsat(ids_path, int(args.shard_tokens), VOCAB, False, spill)))
+        for route, ours in runs:  # shown before lmplz runs (at 500M tokens it takes many minutes)
+            print(f"lmsat {label} {route}: {json.dumps(ours)}", file=sys.stderr, flush=True)
         theirs: dict = {}
         if lmplz is not None:
             text = args.work / "ids.txt"
