@@ -125,3 +125,24 @@ def test_demo_report_opens_cleanly_in_chromium(demo_run):
     assert len(sizes) >= 12 and all(w > 0 and h > 0 for _, w, h in sizes), sizes
     for title in ("Diagnosis", "Ground truth", "Data dimension", "Anisotropy by layer", "Checkpoint sweep", "Rank-constrained heads"):
         assert any(s.startswith(title) for s in sections), (title, sections)
+
+
+def test_every_record_the_demo_writes_has_a_registered_kind_and_only_typed_fields(demo_run):
+    """The record kinds are the schema: every record of every stage is of a registered kind, reads through it
+    (schema string checked), holds no field the kind does not declare, and round-trips exactly."""
+    from lmsat import kinds
+    from lmsat.store import Store
+
+    out = demo_run[0]
+    seen = set()
+    for folder in sorted({p.parent.parent for p in out.rglob("*.json") if p.parent.name in kinds.REGISTRY}):
+        store = Store(folder)
+        for kind in store.kinds():
+            if kind not in kinds.REGISTRY:
+                continue
+            for rec in store.records(kind):
+                typed = kinds.typed(rec)
+                assert dict(typed.extra) == {}, f"{kind} record {rec.key} has undeclared fields {sorted(typed.extra)}"
+                assert typed.to_record()["results"] == rec.results
+                seen.add(kind)
+    assert {"synth", "train", "sweep", "saturation", "ngram", "head", "anisotropy", "rank_probe", "rank_probe_ref"} <= seen

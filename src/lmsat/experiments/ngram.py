@@ -246,7 +246,7 @@ def run_counts(
         "count_seconds": seconds,
         "tokens_per_second": counts.n_tokens / max(seconds, 1e-9),
     }
-    record = NgramCountsRecord(key=key, inputs=inputs, extra=results).put(store, arrays=counts.arrays())
+    record = NgramCountsRecord(key=key, inputs=inputs, **results).put(store, arrays=counts.arrays())
     return counts, record
 
 

@@ -121,6 +121,16 @@ class NgramCountsRecord(KindRecord):
     VERSION = 1
     WRITER = "lmsat ngram-rank"
 
+    n_tokens: int = UNSET
+    n_documents: int | None = UNSET
+    n_contexts: int = UNSET
+    n_ngrams: int = UNSET
+    n_ngram_occurrences: int = UNSET
+    observed_vocab: int = UNSET
+    vocab_size: int = UNSET
+    count_seconds: float = UNSET
+    tokens_per_second: float = UNSET
+
 
 LABELS = {"key": "record", "corpus": "corpus", "tokenizer": "tokenizer", "n": "n", "tokens": "tokens", "contexts": "contexts (rows of P)",
           "ngrams": "distinct n-grams", "vocab_size": "vocabulary V", "observed_vocab": "observed tokens (columns of P)",
