@@ -160,3 +160,24 @@ def test_ngram_of_another_vocabulary_is_not_compared(store):
     assert "data dimension" not in [f.topic for f in diags["big"].findings]
     assert any("another vocabulary" in c for c in diags["big"].caveats)
     assert [f.status for f in diags["small"].findings if f.topic == "data dimension"] == [dg.NOT_BINDING]  # d = 8 >= dim(0.1) = 5
+
+
+def test_report_summary_groups_seeds_with_mean_sd_and_verdict_counts():
+    import numpy as np
+    import pandas as pd
+
+    from lmsat.report.content import seed_summary_section
+
+    rise = [0.012, 0.020, 0.031]
+    summary = pd.DataFrame([{"model": f"fam-d8-seed{i}", "d": 8, "loss rise": r, "bottleneck": b}
+                            for i, (r, b) in enumerate(zip(rise, ["binding", "binding", "not binding"]))]
+                           + [{"model": "other", "d": 16, "loss rise": 0.5, "bottleneck": "binding"}])
+    sec = seed_summary_section(summary)
+    table = sec.tables[0].frame.set_index("model")
+    row = table.loc["fam-d8"]
+    assert row["runs (seeds)"] == 3 and row["seeds"] == "0,1,2"
+    mean, sd = np.mean(rise), np.std(rise, ddof=1)
+    assert row["loss rise (mean ± sd)"] == f"{mean:.3f} ± {sd:.3f}"
+    assert row["bottleneck: binding"] == "2/3" and row["bottleneck: not binding"] == "1/3"
+    assert table.loc["other", "runs (seeds)"] == 1
+    assert seed_summary_section(summary[summary["model"] == "other"]) is None  # no seed groups, no section

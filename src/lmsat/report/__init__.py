@@ -99,7 +99,7 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
     Inputs are checked before anything is written; the report file itself is written
     atomically and last, so it is either complete or absent.
     """
-    from lmsat.report.content import build_sections, diagnosis_frame, evidence_figure, summary_frame
+    from lmsat.report.content import build_sections, diagnosis_frame, evidence_figure, seed_summary_section, summary_frame
 
     dirs = [Path(d) for d in run_dirs]
     out = Path(output)
@@ -119,6 +119,9 @@ def build_report(run_dirs: list[str | os.PathLike[str]], output: str | os.PathLi
             evidence[m.model] = p
     sections = build_sections(records, diags, files)
     summary = summary_frame(diags)
+    seeds = seed_summary_section(summary)
+    if seeds is not None:  # seed groups first: mean ± sd over seeds before the per-run tables
+        sections.insert(0, seeds)
     csv_paths = []
     tables = [("summary", summary), ("diagnosis", diagnosis_frame(diags))] + [(t.id, t.frame) for s in sections for t in s.tables]
     for name, frame in tables:

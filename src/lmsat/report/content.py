@@ -120,6 +120,25 @@ def summary_frame(diags: list[dg.ModelDiagnosis]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_summary_section(summary: pd.DataFrame) -> Section | None:
+    """The summary's models that differ only in their seed (``-seedN``, lmsat.kinds.seeds) as one row per group:
+    each number as mean ± sd over the seeds, the bottleneck verdicts as a count per verdict. None without seed groups."""
+    from lmsat.kinds.seeds import grouped_table, has_seed_groups
+
+    if not len(summary) or not has_seed_groups([str(m) for m in summary["model"]]):
+        return None
+    numbers = [c for c in summary.columns if c not in ("model", "d", "bottleneck") and pd.api.types.is_numeric_dtype(summary[c])]
+    frame = summary.copy()
+    verdicts = sorted({str(v) for v in frame["bottleneck"].dropna()})
+    for v in verdicts:  # k/n of the seeds with each verdict
+        frame[f"bottleneck: {v}"] = frame["bottleneck"].astype(str) == v
+    table = grouped_table(frame, "model", ["d"], numbers, {}, counts=[f"bottleneck: {v}" for v in verdicts])
+    return Section("seeds", "Seeds: the summary over seed groups",
+                   "Models that differ only in their seed, as one row per group: each number as mean ± sd over the seeds "
+                   "(the value itself when every seed has it), each verdict as the number of seeds that reach it.",
+                   tables=[Table("summary_seeds", "Summary over seeds", table)])
+
+
 def _dimension(values: dict[str, Any], threshold: str) -> Any:
     """A data-dimension finding's dimension at a threshold as shown: exact, "> k" when only bounded, "n/a" when unknown."""
     if f"dim_{threshold}" not in values:  # the "no n-gram result" finding
