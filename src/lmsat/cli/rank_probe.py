@@ -26,6 +26,7 @@ from lmsat.cli.options import (
     corpus_spec,
     model_specs,
 )
+from lmsat.cli.ray_options import CpusPerTask, GpusPerTask, RayAddress, UseRay, grid_executor
 from lmsat.cli.show import print_table, say
 
 _PANEL = "Softmax bottleneck"
@@ -71,6 +72,10 @@ def rank_probe(
     streaming: Streaming = True,
     trust_remote_code: TrustRemoteCode = False,
     force: Force = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    gpus_per_task: GpusPerTask = None,
+    cpus_per_task: CpusPerTask = 1.0,
 ) -> None:
     """Train heads of rank r on the model's frozen final representations; loss, accuracy and W-error per rank.
 
@@ -87,24 +92,18 @@ def rank_probe(
     Writes OUTPUT/rank_probe/*.json (one record per (rank, learning rate) run; a
     re-run continues), OUTPUT/rank_probe_ref/*.json, OUTPUT/rank_probe.csv and
     figures rank_probe_loss.png (Fig. 6), rank_probe_w_error.png (Fig. 8),
-    rank_probe_lr.png (Fig. 9). Training uses bf16 autocast on CUDA. Warns when the chosen
+    rank_probe_lr.png (Fig. 9). With --ray every (rank, learning rate) run is one Ray task
+    (searches first, then each rank's final run; this process writes every record, and the
+    tasks read the feature cache, so OUTPUT must be on a path every node sees); the records
+    equal a local run's. Training uses bf16 autocast on CUDA. Warns when the chosen
     learning rate is at the edge of --lr-grid, and when the full-rank probe ends worse than
     the model's own head by more than its standard error.
     """
-    import pandas as pd
-
-    from lmsat.experiments.rank_probe import (
-        KIND,
-        REF_KIND,
-        ProbeSettings,
-        parse_floats,
-        parse_ranks,
-        rank_probe_table,
-        run_rank_probe,
-    )
-    from lmsat.figures.rank_probe import plot_learning_rates, plot_loss_vs_rank, plot_loss_vs_w_error
+    from lmsat.cli.parse import parse_floats, parse_ranks
+    from lmsat.experiments.rank_probe import ProbeSettings, run_rank_probe
+    from lmsat.figures.rank_probe import refresh_outputs
     from lmsat.figures.style import model_label
-    from lmsat.store import Store, atomic_write_csv
+    from lmsat.kinds.rank_probe import display_table
 
     from lmsat.cli import validate as v
 
@@ -146,30 +145,11 @@ def rank_probe(
     specs = model_specs(models, revision, gguf_file, dtype, device, trust_remote_code)
     v.check_seq_len_fits(specs, seq_len)
     corpus = corpus_spec(data, text_field, data_config, split, streaming)
-    run_rank_probe(specs, corpus, output, rank_list, settings, force=force)
+    with grid_executor(ray, ray_address, device, gpus_per_task, cpus_per_task, "rank-probe") as (executor, resources):
+        run_rank_probe(specs, corpus, output, rank_list, settings, force=force, executor=executor, resources=resources)
 
-    store = Store(output)
-    table = rank_probe_table(store)
-    atomic_write_csv(output / "rank_probe.csv", table)
-    records = store.records(KIND) + store.records(REF_KIND)
-    figures = output / "figures"
-    f6 = plot_loss_vs_rank(records, figures / "rank_probe_loss.png")
-    f8 = plot_loss_vs_w_error(records, figures / "rank_probe_w_error.png")
-    f9 = plot_learning_rates(records, figures / "rank_probe_lr.png")
-    shown = pd.DataFrame(
-        {
-            "model": [model_label({"model": m, "revision": r, "gguf_file": g}) for m, r, g in zip(table["model"], table["revision"], table["gguf_file"])],
-            "head": [{"low-rank": "A B", "own": "own"}.get(h, f"full {p}") + ("" if f in (None, "softmax") or f != f else f" {f}")
-                     for h, p, f in zip(table["head"], table["parametrization"], table["head_function"])],
-            "init": table["init"],
-            "r": pd.Series([int(v) for v in table["rank"]], dtype=object),
-            "lr": table["lr"],
-            "step 0": table["step0_loss"],
-            "loss": table["loss"],
-            "ppl": table["perplexity"],
-            "top-1": table["accuracy"],
-            "W-error": table["w_error"],
-        }
-    )
+    outputs = refresh_outputs(output)
+    f6, f8, f9 = outputs["figures"]
+    shown = display_table(outputs["frame"], model_label)
     print_table(shown, title="Rank probe: held-out loss (nats/token), perplexity, top-1", floats=4)
     say(f"results: {output / 'rank_probe'}  table: {output / 'rank_probe.csv'}  figures: {f6}, {f8}, {f9}")

@@ -6,6 +6,9 @@
 * :func:`plot_loss_vs_w_error` (Fig. 8): probe loss at r vs W-error(r) of the
   model's own head, each point labelled with r; next to it the loss of the plain SVD
   truncation W_r at each r (no training). Error bars: the loss's standard error (loss_se).
+* :func:`refresh_outputs`: ``rank_probe.csv`` and the three figures of a run directory, from its
+  records (called by :func:`lmsat.experiments.rank_probe.run_rank_probe` users: the CLI, the
+  diagnose pipeline, or the Python API after a run).
 * :func:`plot_learning_rates` (Fig. 9): the learning rate the search chose vs r,
   and the search's development loss vs learning rate, one line per rank.
 """
@@ -17,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lmsat.figures.style import model_label, new_figure, save
-from lmsat.store import Record
+from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord, run_frame
+from lmsat.store import Record, Store, atomic_write_csv
 
 
 def _by_model(records: list[Record]) -> dict[str, dict[str, Any]]:
@@ -162,3 +166,24 @@ def plot_learning_rates(records: list[Record], path: str | Path) -> Path:
     ax_search.set_ylabel("development loss after the short run (nats/token)")
     ax_search.legend()
     return save(fig, path)
+
+
+def refresh_outputs(run_dir: str | Path) -> dict[str, Any]:
+    """Rewrite ``run_dir/rank_probe.csv`` (:func:`lmsat.kinds.rank_probe.run_frame`) and
+    ``run_dir/figures/rank_probe_{loss,w_error,lr}.png`` (Fig. 6, 8, 9) from the stored records only.
+
+    Returns ``{"frame": the CSV's frame, "csv": its path, "figures": [Fig. 6, Fig. 8, Fig. 9 paths]}``.
+    """
+    run_dir = Path(run_dir)
+    store = Store(run_dir)
+    probes, refs = RankProbeRecord.load(store), RankProbeRefRecord.load(store)  # checks every record's schema
+    frame = run_frame(refs + probes)
+    atomic_write_csv(run_dir / "rank_probe.csv", frame)
+    records = [t.record for t in probes + refs if t.record is not None]
+    figures = run_dir / "figures"
+    drawn = [
+        plot_loss_vs_rank(records, figures / "rank_probe_loss.png"),
+        plot_loss_vs_w_error(records, figures / "rank_probe_w_error.png"),
+        plot_learning_rates(records, figures / "rank_probe_lr.png"),
+    ]
+    return {"frame": frame, "csv": run_dir / "rank_probe.csv", "figures": drawn}

@@ -19,7 +19,12 @@ from lmsat.experiments.rank_probe.features import (
     feature_identity,
     open_feature_cache,
 )
-from lmsat.experiments.rank_probe.fit import TrainResult, chunk_rows, evaluate_head, train_head
+from lmsat.experiments.rank_probe.fit import (
+    TrainResult,
+    chunk_rows,
+    evaluate_head,
+    train_head,
+)
 from lmsat.experiments.rank_probe.settings import (
     _EVAL_ROWS,
     KIND,
@@ -34,6 +39,7 @@ from lmsat.experiments.rank_probe.truncation import (
     own_head_factors,
     truncation_curve,
 )
+from lmsat.kinds.rank_probe import RankProbeRecord, RankProbeRefRecord, run_frame
 from lmsat.loading.corpus import CorpusSpec, check_corpus
 from lmsat.loading.models import (
     LoadedModel,
@@ -51,7 +57,7 @@ from lmsat.measure.loss import chunked_cross_entropy
 from lmsat.measure.spectrum import singular_values, w_error_curve
 from lmsat.nn.beyond import HeadSpec, build_head
 from lmsat.nn.heads import ProbeHead, check_rank
-from lmsat.store import Record, Store, fingerprint, warn
+from lmsat.store import Record, Store, atomic_write_csv, fingerprint, warn
 
 # --- one rank: search, then the full budget ---------------------------------------------------
 
@@ -67,6 +73,181 @@ def run_tag(settings: ProbeSettings) -> str:
     return "" if (head, settings.init) == ("softmax", "gaussian") else f"|{head}|{settings.init}"
 
 
+@dataclass(frozen=True)
+class HeadJob:
+    """What a worker needs to train and evaluate one head of the probe (picklable: a Ray task's argument).
+
+    ``folder`` is the feature cache (read by the worker: with ``--ray`` every node must see the run
+    directory's path); ``own_head`` the SVD factors of the model's own head for ``--init svd``.
+    """
+
+    folder: str
+    label: str  # "r=64", "full" or "full-plain"
+    rank: int  # the head's rank (min(V, d) for the full-rank head)
+    plain: bool  # one V x d matrix W instead of A B
+    head_seed: int
+    settings: ProbeSettings
+    device: str
+    own_head: OwnHeadFactors | None
+
+    def new_head(self, cache: FeatureCache) -> ProbeHead:
+        svd = self.own_head if self.settings.init == "svd" else None
+        return build_head(HeadSpec.parse(self.settings.head), cache.vocab_size, cache.hidden_size, self.rank, cache.feature_rms,
+                          self.head_seed, svd.factors if svd else None, svd.bias if svd else None, plain=self.plain)
+
+
+_OPEN_CACHES: dict[str, FeatureCache] = {}  # caches this process opened (the driver's are checked on open)
+
+
+def _cache_of(job: HeadJob) -> FeatureCache:
+    """The job's feature cache: the driver's (already verified), or opened once per worker process."""
+    if job.folder not in _OPEN_CACHES:
+        _OPEN_CACHES.clear()
+        _OPEN_CACHES[job.folder] = open_feature_cache(job.folder, verify=False)
+    return _OPEN_CACHES[job.folder]
+
+
+def search_unit(job: HeadJob, lr: float) -> dict[str, Any]:
+    """One learning-rate search run of ``job``'s head: ``settings.search_steps`` steps at peak rate ``lr``
+    on the training windows minus the development slice, evaluated on that slice (the results of a
+    ``...|search`` record). ``lr == 0`` evaluates the untrained head (the SVD truncation)."""
+    s, cache = job.settings, _cache_of(job)
+    fit_seqs, dev_seqs = dev_windows(cache.train.n_seqs, s.dev_frac, s.seed)
+    head = job.new_head(cache)
+    if lr == 0.0:  # the untrained head: no steps
+        tr = TrainResult(float("nan"), 0, 0, 0.0, False)
+    else:
+        tr = train_head(head, cache.train, fit_seqs, s.search_steps, lr, s, job.device, seed=job.head_seed,
+                        description=f"search {job.label} lr={lr:g}")
+    dev = evaluate_head(head, cache.train, dev_seqs, job.device, s.chunk_tokens) if not tr.diverged else None
+    return {
+        "stage": "search",
+        "lr": lr,
+        "dev_loss": dev["loss"] if dev else None,
+        "dev_accuracy": dev["accuracy"] if dev else None,
+        "dev_tokens": dev["n_tokens"] if dev else None,
+        "train_loss": tr.train_loss,
+        "diverged": tr.diverged,
+        "steps": tr.steps,
+        "tokens_seen": tr.tokens_seen,
+        "seconds": tr.seconds,
+    }
+
+
+def final_unit(
+    job: HeadJob, lr: float, search: dict[str, float | None], at_edge: bool, w_error: float | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """The full-budget run of ``job``'s head at the chosen rate ``lr`` on all training windows, evaluated on
+    the held-out windows before (step 0) and after training: (results, arrays) of a ``...|final`` record."""
+    s, cache = job.settings, _cache_of(job)
+    head = job.new_head(cache)
+    eval_seqs = np.arange(cache.eval.n_seqs)
+    start = evaluate_head(head, cache.eval, eval_seqs, job.device, s.chunk_tokens)
+    if lr == 0.0:  # the search found no rate that improves on the untrained (truncated) head
+        tr = TrainResult(float("nan"), 0, 0, 0.0, False)
+    else:
+        tr = train_head(head, cache.train, np.arange(cache.train.n_seqs), s.steps, lr, s, job.device, seed=job.head_seed,
+                        description=f"train {job.label} lr={lr:g}")
+    if tr.diverged:
+        ev = {"loss": None, "loss_se": None, "perplexity": None, "accuracy": None, "n_tokens": None, "nll": None}
+    else:
+        ev = evaluate_head(head, cache.eval, eval_seqs, job.device, s.chunk_tokens)
+    results = {
+        "stage": "final",
+        "head": "low-rank" if job.label.startswith("r=") else "full-rank",
+        "head_function": HeadSpec.parse(s.head).label,
+        "init": s.init,
+        "parametrization": "W" if job.plain else "A B",
+        "rank": job.rank,
+        "lr": lr,
+        "lr_at_grid_edge": at_edge,
+        "loss": ev["loss"],
+        "loss_se": ev["loss_se"],
+        "perplexity": ev["perplexity"],
+        "accuracy": ev["accuracy"],
+        "eval_tokens": ev["n_tokens"],
+        "step0_loss": start["loss"],
+        "step0_loss_se": start["loss_se"],
+        "step0_accuracy": start["accuracy"],
+        "w_error": w_error,
+        "search_dev_loss": search,
+        "train_loss": tr.train_loss,
+        "diverged": tr.diverged,
+        "steps": tr.steps,
+        "tokens_seen": tr.tokens_seen,
+        "seconds": tr.seconds,
+        "train_tokens_per_s": tr.tokens_seen / tr.seconds if tr.seconds > 0 else None,
+        "n_parameters": head.n_parameters(),
+        "flops_per_token": head.flops_per_token(),
+    }
+    return results, ({"eval_nll": ev["nll"]} if ev["nll"] is not None else None)
+
+
+@dataclass
+class _Head:
+    """The driver's view of one head: its job, record keys and inputs, and the rates it searches."""
+
+    job: HeadJob
+    prefix: str  # "<model>" + run tag
+    record_cls: type[RankProbeRecord]
+    base_inputs: dict[str, Any]
+    w_error: float | None
+
+    @property
+    def candidates(self) -> tuple[float, ...]:
+        s = self.job.settings
+        return ((0.0,) if s.keeps_untrained else ()) + tuple(s.rates)
+
+    def key(self, lr: float, stage: str) -> str:
+        return _run_key(self.prefix, self.job.label, lr, stage)
+
+    def get(self, store: Store, lr: float, stage: str) -> Record | None:
+        return store.get(self.record_cls.KIND, self.key(lr, stage))
+
+    def put(self, store: Store, lr: float, stage: str, results: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> Record:
+        inputs = {**self.base_inputs, "lr": lr, "stage": stage}
+        return self.record_cls.of(self.key(lr, stage), inputs, results).put(store, arrays=arrays)
+
+    def choose(self, search: dict[str, float | None], model: str) -> tuple[float, bool]:
+        """(best rate, whether it sits at an edge of --lr-grid) from the search's development losses
+        (the lowest loss, ties to the smaller rate); one candidate skips the search. Warns at an edge."""
+        candidates, rates = self.candidates, self.job.settings.rates
+        if len(candidates) > 1:
+            finite = {lr: search[f"{lr:g}"] for lr in candidates if search.get(f"{lr:g}") is not None}
+            if not finite:
+                raise UserError(f"every learning rate of --lr-grid diverged for {self.job.label}; try smaller rates.")
+            best = min(finite, key=lambda lr: (finite[lr], lr))
+        else:
+            best = candidates[0]
+        edges = {max(rates)} | ({min(rates)} if not self.job.settings.keeps_untrained else set())
+        at_edge = len(rates) > 1 and best in edges  # a grid of one rate has no edge to report
+        if at_edge:
+            side = "largest" if best == max(rates) else "smallest"
+            warn(f"{model} {self.job.label}: the chosen learning rate {best:g} is the {side} of --lr-grid; "
+                 "the best rate may lie beyond it (extend --lr-grid).")
+        return best, at_edge
+
+
+def _head(cache: FeatureCache, prefix: str, rank: int | None, settings: ProbeSettings, inputs: dict[str, Any], device: str,
+          w_error: np.ndarray | None, own_head: OwnHeadFactors | None) -> _Head:
+    if settings.init == "svd" and own_head is None:
+        raise ValueError("--init svd needs the model's own head (own_head)")
+    spec = HeadSpec.parse(settings.head)
+    head_kind = "low-rank" if rank is not None else "full-rank"
+    plain = rank is None and settings.full_rank_head == "plain"
+    label = f"r={rank}" if rank is not None else ("full-plain" if plain else "full")
+    true_rank = rank if rank is not None else min(cache.vocab_size, cache.hidden_size)
+    parametrization = "W" if plain else "A B"
+    head_seed = int(fingerprint([settings.seed, head_kind, true_rank])[:8], 16)
+    base_inputs = {**inputs, "head": head_kind, "rank": true_rank, "parametrization": parametrization, "features": cache.hash,
+                   "head_function": spec.label, "init": settings.init}
+    _OPEN_CACHES.clear()
+    _OPEN_CACHES[str(cache.folder)] = cache
+    job = HeadJob(str(cache.folder), label, true_rank, plain, head_seed, settings, device, own_head)
+    w_at_r = float(w_error[true_rank]) if w_error is not None and true_rank < len(w_error) else None
+    return _Head(job, prefix + run_tag(settings), RankProbeRecord if rank is not None else RankProbeRefRecord, base_inputs, w_at_r)
+
+
 def probe_rank(
     store: Store,
     cache: FeatureCache,
@@ -78,7 +259,7 @@ def probe_rank(
     w_error: np.ndarray | None = None,
     own_head: OwnHeadFactors | None = None,
 ) -> Record:
-    """Learning-rate search then full-budget training of one head; every finished run is a record.
+    """Learning-rate search then full-budget training of one head, in this process; every finished run is a record.
 
     ``rank=None`` trains the full-rank reference head (kind ``rank_probe_ref``): with
     ``settings.full_rank_head == "factorized"`` the probe's own W = A B at
@@ -88,117 +269,79 @@ def probe_rank(
     head (``own_head``); the final run records the held-out loss at step 0 too (for the
     softmax head: the loss of the Eckart-Young truncation itself).
     """
-    if settings.init == "svd" and own_head is None:
-        raise ValueError("--init svd needs the model's own head (own_head)")
-    spec = HeadSpec.parse(settings.head)
-    kind = KIND if rank is not None else REF_KIND
-    head_kind = "low-rank" if rank is not None else "full-rank"
-    plain = rank is None and settings.full_rank_head == "plain"
-    rank_label = f"r={rank}" if rank is not None else ("full-plain" if plain else "full")
-    V, d = cache.vocab_size, cache.hidden_size
-    true_rank = rank if rank is not None else min(V, d)
-    parametrization = "W" if plain else "A B"
-    head_seed = int(fingerprint([settings.seed, head_kind, true_rank])[:8], 16)
-    base_inputs = {**inputs, "head": head_kind, "rank": true_rank, "parametrization": parametrization, "features": cache.hash,
-                   "head_function": spec.label, "init": settings.init}
-    tag = run_tag(settings)
-
-    def new_head() -> ProbeHead:
-        svd = own_head if settings.init == "svd" else None
-        return build_head(spec, V, d, true_rank, cache.feature_rms, head_seed, svd.factors if svd else None,
-                          svd.bias if svd else None, plain=plain)
-
-    all_train = np.arange(cache.train.n_seqs)
+    head = _head(cache, prefix, rank, settings, inputs, device, w_error, own_head)
     search: dict[str, float | None] = {}
-    rates = settings.rates
-    candidates = ((0.0,) if settings.keeps_untrained else ()) + tuple(rates)
-    if len(candidates) > 1:
-        fit_seqs, dev_seqs = dev_windows(cache.train.n_seqs, settings.dev_frac, settings.seed)
-        for lr in candidates:
-            key = _run_key(prefix + tag, rank_label, lr, "search")
-            rec = store.get(kind, key)
-            if rec is None:
-                head = new_head()
-                if lr == 0.0:  # the untrained head: no steps
-                    tr = TrainResult(float("nan"), 0, 0, 0.0, False)
-                else:
-                    tr = train_head(head, cache.train, fit_seqs, settings.search_steps, lr, settings, device, seed=head_seed,
-                                    description=f"search {rank_label} lr={lr:g}")
-                dev = evaluate_head(head, cache.train, dev_seqs, device, settings.chunk_tokens) if not tr.diverged else None
-                results = {
-                    "stage": "search",
-                    "lr": lr,
-                    "dev_loss": dev["loss"] if dev else None,
-                    "dev_accuracy": dev["accuracy"] if dev else None,
-                    "dev_tokens": dev["n_tokens"] if dev else None,
-                    "train_loss": tr.train_loss,
-                    "diverged": tr.diverged,
-                    "steps": tr.steps,
-                    "tokens_seen": tr.tokens_seen,
-                    "seconds": tr.seconds,
-                }
-                rec = store.put(kind, key, {**base_inputs, "lr": lr, "stage": "search"}, results)
-                del head
+    if len(head.candidates) > 1:
+        for lr in head.candidates:
+            rec = head.get(store, lr, "search") or head.put(store, lr, "search", search_unit(head.job, lr))
             search[f"{lr:g}"] = rec.results.get("dev_loss")
-        finite = {lr: search[f"{lr:g}"] for lr in candidates if search[f"{lr:g}"] is not None}
-        if not finite:
-            raise UserError(
-                f"every learning rate of --lr-grid diverged for {rank_label}; try smaller rates."
-            )
-        best_lr = min(finite, key=lambda lr: (finite[lr], lr))
-    else:
-        best_lr = candidates[0]
-    edges = {max(rates)} | ({min(rates)} if not settings.keeps_untrained else set())
-    at_edge = len(rates) > 1 and best_lr in edges  # a grid of one rate has no edge to report
-    if at_edge:
-        side = "largest" if best_lr == max(rates) else "smallest"
-        warn(f"{prefix} {rank_label}: the chosen learning rate {best_lr:g} is the {side} of --lr-grid; "
-             "the best rate may lie beyond it (extend --lr-grid).")
-    key = _run_key(prefix + tag, rank_label, best_lr, "final")
-    rec = store.get(kind, key)
+    best_lr, at_edge = head.choose(search, prefix)
+    rec = head.get(store, best_lr, "final")
     if rec is not None:
         return rec
-    head = new_head()
-    start = evaluate_head(head, cache.eval, np.arange(cache.eval.n_seqs), device, settings.chunk_tokens)
-    if best_lr == 0.0:  # the search found no rate that improves on the untrained (truncated) head
-        tr = TrainResult(float("nan"), 0, 0, 0.0, False)
-    else:
-        tr = train_head(head, cache.train, all_train, settings.steps, best_lr, settings, device, seed=head_seed,
-                        description=f"train {rank_label} lr={best_lr:g}")
-    if tr.diverged:
-        ev = {"loss": None, "loss_se": None, "perplexity": None, "accuracy": None, "n_tokens": None, "nll": None}
-    else:
-        ev = evaluate_head(head, cache.eval, np.arange(cache.eval.n_seqs), device, settings.chunk_tokens)
-    results = {
-        "stage": "final",
-        "head": head_kind,
-        "head_function": spec.label,
-        "init": settings.init,
-        "parametrization": parametrization,
-        "rank": true_rank,
-        "lr": best_lr,
-        "lr_at_grid_edge": at_edge,
-        "loss": ev["loss"],
-        "loss_se": ev["loss_se"],
-        "perplexity": ev["perplexity"],
-        "accuracy": ev["accuracy"],
-        "eval_tokens": ev["n_tokens"],
-        "step0_loss": start["loss"],
-        "step0_loss_se": start["loss_se"],
-        "step0_accuracy": start["accuracy"],
-        "w_error": float(w_error[true_rank]) if w_error is not None and true_rank < len(w_error) else None,
-        "search_dev_loss": search,
-        "train_loss": tr.train_loss,
-        "diverged": tr.diverged,
-        "steps": tr.steps,
-        "tokens_seen": tr.tokens_seen,
-        "seconds": tr.seconds,
-        "train_tokens_per_s": tr.tokens_seen / tr.seconds if tr.seconds > 0 else None,
-        "n_parameters": head.n_parameters(),
-        "flops_per_token": head.flops_per_token(),
-    }
-    arrays = {"eval_nll": ev["nll"]} if ev["nll"] is not None else None
-    return store.put(kind, key, {**base_inputs, "lr": best_lr, "stage": "final"}, results, arrays=arrays)
+    results, arrays = final_unit(head.job, best_lr, search, at_edge, head.w_error)
+    return head.put(store, best_lr, "final", results, arrays)
+
+
+def probe_ranks_distributed(
+    store: Store,
+    cache: FeatureCache,
+    prefix: str,
+    ranks: list[int | None],
+    settings: ProbeSettings,
+    inputs: dict[str, Any],
+    executor: Any,
+    resources: Any,
+    device: str,
+    w_error: np.ndarray | None = None,
+    own_head: OwnHeadFactors | None = None,
+) -> list[Record]:
+    """:func:`probe_rank` of every rank (None: the full-rank head) as units of ``executor`` (``--ray``).
+
+    Two waves: every (rank, learning rate) search run not yet stored, then every rank's final run at
+    its chosen rate; each unit computes in a task (:func:`search_unit`, :func:`final_unit`, the code a
+    local run calls) and the driver alone writes its record, so the records equal a local run's and a
+    killed run resumes with or without ``--ray``.
+    """
+    from lmsat.progress import track
+
+    from lmsat.executor import ONE_CPU
+
+    resources = resources or ONE_CPU
+    heads = [_head(cache, prefix, r, settings, inputs, device, w_error, own_head) for r in ranks]
+    todo = [(h, lr) for h in heads if len(h.candidates) > 1 for lr in h.candidates if h.get(store, lr, "search") is None]
+    units = [(h.job, lr) for h, lr in todo]
+    for done in track(executor.map(search_unit, units, resources, fresh_workers=False), "rank-probe searches (Ray)", total=len(units), unit="runs"):
+        _unit_failed(done, todo[done.index][0].job.label)
+        h, lr = todo[done.index]
+        h.put(store, lr, "search", done.value)
+    finals: list[tuple[_Head, float, dict[str, float | None], bool]] = []
+    out: dict[int, Record] = {}
+    for i, h in enumerate(heads):
+        search = {f"{lr:g}": h.get(store, lr, "search").results.get("dev_loss") for lr in h.candidates} if len(h.candidates) > 1 else {}
+        best_lr, at_edge = h.choose(search, prefix)
+        rec = h.get(store, best_lr, "final")
+        if rec is not None:
+            out[i] = rec
+        else:
+            finals.append((h, best_lr, search, at_edge))
+    index = {id(h): i for i, h in enumerate(heads)}
+    units = [(h.job, lr, search, at_edge, h.w_error) for h, lr, search, at_edge in finals]
+    for done in track(executor.map(final_unit, units, resources, fresh_workers=False), "rank-probe final runs (Ray)", total=len(units), unit="runs"):
+        h, lr = finals[done.index][0], finals[done.index][1]
+        _unit_failed(done, h.job.label)
+        results, arrays = done.value
+        out[index[id(h)]] = h.put(store, lr, "final", results, arrays)
+    return [out[i] for i in range(len(heads))]
+
+
+def _unit_failed(done: Any, label: str) -> None:
+    """A unit that raised or whose worker died every time: its UserError again, else one line to re-run."""
+    if done.value is not None:
+        return
+    done.reraise_user_error()
+    raise UserError(f"the rank-probe run of {label} did not finish on the cluster ({(done.error or 'no result')[:300]}); "
+                    "finished runs are stored: re-run the same command to continue.")
 
 
 # --- the whole measurement for a list of models -----------------------------------------------
@@ -313,8 +456,8 @@ def own_head_reference(
         "accuracy_from_features": correct / n,
         "head_info": info,
     }
-    return store.put(REF_KIND, f"{prefix}|own-head", {**inputs, "head": "own", "features": cache.hash}, results,
-                     arrays={"singular_values": s, "w_error": curve})
+    return RankProbeRefRecord.of(f"{prefix}|own-head", {**inputs, "head": "own", "features": cache.hash}, results).put(
+        store, arrays={"singular_values": s, "w_error": curve})
 
 
 def run_rank_probe(
@@ -324,11 +467,18 @@ def run_rank_probe(
     ranks: list[int] | None = None,
     settings: ProbeSettings | None = None,
     force: bool = False,
+    executor: Any = None,
+    resources: Any = None,
 ) -> list[Record]:
     """The rank probe of every model: features (cached), own-head and full-rank references, one head per rank.
 
     ``ranks=None`` uses :func:`default_ranks` of each model. Every input is checked
     before anything is written; finished runs are kept and skipped on a re-run.
+    ``executor`` (an :mod:`lmsat.executor` executor, e.g. ``RayExecutor``; None: this process, rank
+    after rank) runs the (rank, learning rate) runs as independent units with ``resources`` each
+    (:func:`probe_ranks_distributed`); the records are the same. Writes ``rank_probe.csv`` of the
+    whole run directory at the end; the figures (and the CSV again):
+    :func:`lmsat.figures.rank_probe.refresh_outputs`, which ``lmsat rank-probe`` calls.
     """
     settings = settings or ProbeSettings()
     settings.validate()
@@ -341,12 +491,15 @@ def run_rank_probe(
         if force:
             for rec in _model_records(store, plan.key):
                 store.delete(rec.kind, rec.key)
-        out.extend(_probe_model(store, plan, corpus, Path(output), ranks or default_ranks(plan.hidden_size), settings))
+        out.extend(_probe_model(store, plan, corpus, Path(output), ranks or default_ranks(plan.hidden_size), settings,
+                                executor, resources))
+    atomic_write_csv(Path(output) / "rank_probe.csv", rank_probe_table(store))
     return out
 
 
 def _probe_model(
-    store: Store, plan: _Plan, corpus: CorpusSpec, output: Path, ranks: list[int], settings: ProbeSettings
+    store: Store, plan: _Plan, corpus: CorpusSpec, output: Path, ranks: list[int], settings: ProbeSettings,
+    executor: Any = None, resources: Any = None,
 ) -> list[Record]:
     spec = plan.spec
     device = resolve_device(spec.device)
@@ -388,13 +541,21 @@ def _probe_model(
     loaded = None  # the probes need only the cached representations
     w_err = ref.load_arrays()["w_error"]
     records = [ref, truncation_curve(store, cache, plan.key, own, inputs, device, ranks, settings.chunk_tokens)]
-    if settings.full_rank:
-        full = probe_rank(store, cache, plan.key, None, settings, inputs, device, w_err, own)
-        records.append(full)
-        _check_full_rank(plan.key, full, ref)
-    for r in ranks:
-        records.append(probe_rank(store, cache, plan.key, r, settings, inputs, device, w_err, own))
-    return records
+    heads: list[int | None] = ([None] if settings.full_rank else []) + list(ranks)
+    if executor is not None:
+        from lmsat.executor import task_device
+
+        probes = probe_ranks_distributed(store, cache, plan.key, heads, settings, inputs, executor, resources,
+                                         task_device(executor, spec.device), w_err, own)
+    else:
+        probes = []
+        for r in heads:
+            probes.append(probe_rank(store, cache, plan.key, r, settings, inputs, device, w_err, own))
+            if r is None:
+                _check_full_rank(plan.key, probes[-1], ref)
+    if executor is not None and settings.full_rank:
+        _check_full_rank(plan.key, probes[0], ref)
+    return records + probes
 
 
 def _check_full_rank(label: str, full: Record, own: Record) -> None:
@@ -410,45 +571,6 @@ def _check_full_rank(label: str, full: Record, own: Record) -> None:
 
 
 def rank_probe_table(store: Store) -> pd.DataFrame:
-    """One row per model and head (final runs and references), read from the records.
-
-    Columns: model (record key of the model), revision, gguf_file, head (low-rank / full-rank / own),
-    parametrization ("A B" or "W"), head_function (softmax, mos:K, sigsoftmax, mlp), init (svd or gaussian),
-    rank, step0_loss (held-out loss before training: for an SVD-initialised softmax head, the truncation's), lr, loss (nats/token), loss_se (its standard error over the held-out tokens), perplexity,
-    accuracy, w_error (of the model's own head at that rank), tokens_seen, eval_tokens, settings_hash.
-    """
-    rows = []
-    for kind in (REF_KIND, KIND):
-        for rec in store.records(kind, lambda r: r.results.get("stage") == "final" or r.results.get("head") == "own"):
-            res = rec.results
-            rows.append(
-                {
-                    "model": rec.inputs.get("model_key"),
-                    "revision": rec.inputs.get("revision"),
-                    "gguf_file": rec.inputs.get("gguf_file"),
-                    "head": res.get("head"),
-                    "parametrization": res.get("parametrization", "W" if res.get("head") == "own" else None),
-                    # runs of lmsat versions before --head/--init: the softmax head, the study's gaussian init
-                    "head_function": None if res.get("head") == "own" else res.get("head_function", "softmax"),
-                    "init": None if res.get("head") == "own" else res.get("init", "gaussian"),
-                    "rank": res.get("rank"),
-                    "lr": res.get("lr"),
-                    "loss": res.get("loss"),
-                    "loss_se": res.get("loss_se"),
-                    "step0_loss": res.get("step0_loss"),
-                    "perplexity": res.get("perplexity"),
-                    "accuracy": res.get("accuracy"),
-                    "w_error": res.get("w_error") if res.get("head") != "own" else 0.0,
-                    "tokens_seen": res.get("tokens_seen"),
-                    "eval_tokens": res.get("eval_tokens"),
-                    "settings_hash": rec.inputs.get("settings_hash"),
-                }
-            )
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    for col in ("rank", "tokens_seen", "eval_tokens"):
-        frame[col] = frame[col].astype("Int64")
-    order = {"low-rank": 0, "full-rank": 1, "own": 2}
-    frame["_o"] = frame["head"].map(order)
-    return frame.sort_values(["model", "_o", "head_function", "init", "rank", "parametrization"], na_position="last").drop(columns="_o").reset_index(drop=True)
+    """``rank_probe.csv`` of a run directory: :func:`lmsat.kinds.rank_probe.run_frame` of its records
+    (references first, then probes)."""
+    return run_frame(RankProbeRefRecord.load(store) + RankProbeRecord.load(store))

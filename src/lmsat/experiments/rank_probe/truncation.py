@@ -23,6 +23,7 @@ import torch
 from lmsat.experiments.rank_probe.features import FeatureCache
 from lmsat.experiments.rank_probe.fit import evaluate_head
 from lmsat.experiments.rank_probe.settings import REF_KIND
+from lmsat.kinds.rank_probe import RankProbeRefRecord
 from lmsat.nn.beyond import svd_factors
 from lmsat.nn.heads import LowRankHead
 from lmsat.store import Record, Store, atomic_save_npz, warn
@@ -104,6 +105,6 @@ def truncation_curve(
         ses.append(ev["loss_se"])
         accs.append(ev["accuracy"])
     results = {"head": "svd-truncation", "ranks": ranks, "losses": losses, "eval_tokens": int(cache.eval.n_rows)}
-    return store.put(REF_KIND, key, {**inputs, "head": "svd-truncation", "features": cache.hash}, results,
-                     arrays={"ranks": np.asarray(ranks), "loss": np.asarray(losses), "loss_se": np.asarray(ses),
+    return RankProbeRefRecord.of(key, {**inputs, "head": "svd-truncation", "features": cache.hash}, results).put(
+        store, arrays={"ranks": np.asarray(ranks), "loss": np.asarray(losses), "loss_se": np.asarray(ses),
                              "accuracy": np.asarray(accs)})
