@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmsat.cli.parse import parse_ranks
 from lmsat.errors import UserError
 from lmsat.experiments.rank_probe import (
     KIND,
@@ -17,7 +18,6 @@ from lmsat.experiments.rank_probe import (
     evaluate_head,
     lr_factor,
     open_feature_cache,
-    parse_ranks,
     probe_rank,
     split_windows,
     train_head,

@@ -78,6 +78,12 @@ def test_sweep_finding_names_saturation_collapse_and_jump(store):
     # Anisotropy: lo .1, max .97, half .535 -> last below is step 4000 -> jump at 8000, rise .87.
     assert n["last-layer anisotropy jump step"] == 8000 and n["anisotropy rise"] == pytest.approx(0.87)
     assert "saturates" in f.verdict and "coincides with the saturation point" in f.verdict
+    assert not any("re-run `lmsat saturation" in c for c in f.caveats)
+    # a checkpoint swept after the saturation record was written: the report says the record is stale
+    recs.append(store.put("sweep", "m@step16000", {"model": "m", "revision": "step16000", "step": 16000},
+                          {"status": "ok", "cross_entropy": 4.2, "singular_entropy": 2.6, "last_layer_anisotropy": 0.97, "hidden_size": 64}))
+    stale = dg.sweep_finding("m", recs, store.get("saturation", "m"))
+    assert any("computed from 5 checkpoint records; the sweep now has 6" in c for c in stale.caveats)
 
 
 def test_sweep_finding_prefers_the_saturation_record_and_skips_failed_checkpoints(store):

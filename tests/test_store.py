@@ -291,3 +291,40 @@ def test_a_checkpoint_replaced_in_place_is_swept_again(cli, tiny_suite, brown_di
     assert after[last].results["weights_hash"] == before[first][1] != before[last][1]
     assert after[last].results["duplicate_of"] == first  # now flagged as the first checkpoint's weights
     assert {k: r.path.stat().st_mtime_ns for k, r in after.items() if k != last} == {k: v[0] for k, v in before.items() if k != last}
+
+
+def test_duplicate_flags_follow_weights_that_change_in_place(cli, tiny_suite, brown_dir, tmp_path):
+    """step9 is stored as a copy of step6; then step6's folder gets step3's weights. The next sweep re-measures
+    step6, which now repeats step3, and releases step9: it is a checkpoint of its own again (review finding)."""
+    import shutil
+
+    a = tmp_path / "fam" / "m"
+    shutil.copytree(tiny_suite / "tiny-a", a)
+    shutil.rmtree(a / "step9")
+    shutil.copytree(a / "step6", a / "step9")
+    out = tmp_path / "run"
+    assert cli(*sweep_args(a, out, brown_dir)).code == 0
+    flags = {r.inputs["revision"]: r.results["duplicate_of"] for r in Store(out).records("sweep")}
+    assert flags["step9"] == f"{a}@step6" and flags["step6"] is None
+    shutil.rmtree(a / "step6")
+    shutil.copytree(a / "step3", a / "step6")
+    res = cli(*sweep_args(a, out, brown_dir))
+    assert res.code == 0, res.stderr
+    flags = {r.inputs["revision"]: r.results["duplicate_of"] for r in Store(out).records("sweep")}
+    assert flags["step6"] == f"{a}@step3" and flags["step9"] is None and flags["step3"] is None
+
+
+def test_duplicate_rule_repairs_what_one_process_could_not_see(tmp_path):
+    """Two sweeps on one run directory, or one killed between a record and the re-pointing of its copies, can
+    leave two records of the same weights both marked original, or a pointer to a record of other weights:
+    normalise_duplicates applies the rule (lowest step is the original) to all records at once."""
+    from lmsat.experiments.sweep import normalise_duplicates
+
+    store = Store(tmp_path)
+    for step, h, dup in ((100, "h", None), (200, "h", None), (300, "h", "m@step200"), (400, "g", "m@step100"), (500, None, None)):
+        store.put("sweep", f"m@step{step}", {"model": "m", "revision": f"step{step}", "step": step},
+                  {"status": "ok" if h else "failed", "cross_entropy": 3.0, "weights_hash": h, "duplicate_of": dup})
+    assert normalise_duplicates(store) == 3
+    flags = {r.inputs["step"]: r.results["duplicate_of"] for r in store.records("sweep")}
+    assert flags == {100: None, 200: "m@step100", 300: "m@step100", 400: None, 500: None}
+    assert normalise_duplicates(store) == 0  # idempotent

@@ -70,10 +70,14 @@ def parse_ranks(text: str) -> list[int]:
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    """``"1e-3,3e-3"`` -> (0.001, 0.003): finite numbers, at least one; a clear error for anything else."""
     try:
-        return tuple(float(p) for p in str(text).replace(" ", "").split(",") if p)
+        values = tuple(float(p) for p in str(text).replace(" ", "").split(",") if p)
     except ValueError:
-        raise UserError(f"{option} must be comma-separated numbers such as 1e-3,3e-3,1e-2 (got '{text}').") from None
+        values = (math.nan,)
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UserError(f"{option} must be comma-separated numbers such as 1e-3,3e-3,1e-2 (got '{text}').")
+    return values
 
 
 def parse_limit(text: str | None) -> int | float | None:
@@ -104,7 +108,7 @@ def parse_named_ints(values: list[str] | None, option: str) -> dict[str, int]:
                 value = float(text)
             except ValueError:
                 value = float("nan")
-            if not (value == value and value > 0 and value == int(value)):
+            if not (math.isfinite(value) and value > 0 and value == int(value)):
                 raise UserError(f"{option} '{item}': give a positive whole number, as N or MODEL=N (e.g. pythia-70m=70426624).")
             out[name.strip() or "*"] = int(value)
     return out

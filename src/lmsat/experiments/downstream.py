@@ -670,15 +670,15 @@ def evaluate_checkpoint(
     from lm_eval.models.huggingface import HFLM
 
     from lmsat import progress
-    from lmsat.experiments.common import model_inputs
+    from lmsat.experiments.common import model_inputs, still_current
     from lmsat.loading.models import load_model, load_model_tokenizer
 
     store = Store(output)
     key = record_key(ckpt, dtype, plan.task_set)
-    done = store.get(KIND, key)
-    if done is not None and not force:
-        return done
     spec = ModelSpec(name=ckpt.load_name, revision=ckpt.load_revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    done = store.get(KIND, key)
+    if done is not None and not force and still_current(done, spec):  # a local folder re-trained in place is evaluated again
+        return done
     loaded = load_model(spec, require_causal=True)
     tokenizer = load_model_tokenizer(spec).backend
     slug = record_name(key)

@@ -597,6 +597,7 @@ def run_sweep(plan: SweepPlan, corpus: CorpusSpec, output: str | Path, settings:
     finally:
         for claim in list(claims.values()):  # interrupted: release the claim of a prefetched checkpoint
             claim.__exit__(None, None, None)
+    normalise_duplicates(store, summary, say)
     summary.wall_time_s = time.perf_counter() - t_start
     return summary
 
@@ -650,6 +651,46 @@ def write_record(store: Store, index: dict[str, list[tuple[int, str]]], summary:
         summary.duplicates = [d for d in summary.duplicates if d[0] != key] + [(key, ckpt.key)]
         if say:
             say(f"duplicate weights: {key} has the same weights as {ckpt.key}")
+
+
+def normalise_duplicates(store: Store, summary: SweepSummary | None = None, say: Callable[[str], None] | None = None) -> int:
+    """Apply :func:`write_record`'s duplicate rule to every sweep record of ``store`` at once; return how many
+    records it rewrote.
+
+    Each process's sweep flags duplicates against the records it knows of. This pass, run at the end of
+    every sweep (local and Ray), reads them all again: per ``weights_hash``, the lowest (step, key) is the
+    original (``duplicate_of`` None) and every other record points at it; records without a hash point
+    nowhere. It repairs what a per-process view cannot see: two sweeps sharing a run directory, a sweep
+    killed between a record and the re-pointing of its copies, and a checkpoint re-measured because its
+    weights changed (its copies of old are released, so they count as checkpoints again). Runs under an
+    exclusive claim, so two sweeps ending together do not interleave.
+    """
+    while True:
+        with store.claim(KIND, "|duplicate-rule|") as mine:
+            if not mine:
+                time.sleep(0.2)
+                continue
+            records = store.records(KIND)
+            groups: dict[str, list[tuple[int, str]]] = {}
+            for rec in records:
+                h = rec.results.get("weights_hash")
+                if h:
+                    groups.setdefault(h, []).append((int(rec.inputs.get("step", 0)), rec.key))
+            first = {h: min(g)[1] for h, g in groups.items()}
+            fixed = 0
+            for rec in records:
+                h = rec.results.get("weights_hash")
+                want = first[h] if h and first[h] != rec.key else None
+                if rec.results.get("duplicate_of") == want:
+                    continue
+                _put(store, rec.key, rec.inputs, {**rec.results, "duplicate_of": want}, rec.load_arrays() or None)
+                fixed += 1
+                if summary is not None:
+                    summary.duplicates = [d for d in summary.duplicates if d[0] != rec.key] + ([(rec.key, want)] if want else [])
+                if say:
+                    say(f"duplicate weights: {rec.key} has the same weights as {want}" if want else
+                        f"{rec.key} no longer repeats another checkpoint's weights: it counts as a checkpoint again")
+            return fixed
 
 
 def record_outcome(summary: SweepSummary, key: str, results: dict[str, Any], say: Callable[[str], None] | None) -> None:

@@ -49,6 +49,7 @@ from lmsat.experiments.sweep import (
     _hash_index,
     checkpoint_results,
     load_checkpoint,
+    normalise_duplicates,
     sweep_inputs,
     todo_checkpoints,
     token_samples,
@@ -162,5 +163,6 @@ def run_sweep_distributed(
             inputs = sweep_inputs(ckpt, settings, plan.device, samples[m.model], plan.tokens_per_step[m.model])
             write_record(store, index, summary, ckpt, inputs, results, arrays, say)
             held.pop(ckpt.key).close()
+    normalise_duplicates(store, summary, say)
     summary.wall_time_s = time.perf_counter() - t_start
     return summary

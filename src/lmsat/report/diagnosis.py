@@ -321,7 +321,8 @@ def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturatio
         "spectrum-collapse step": collapse, "singular-entropy rise (nats)": collapse_rise,
         "last-layer anisotropy jump step": jump, "anisotropy rise": jump_rise,
     }
-    saturated = bool(s.get("saturates")) if s.get("saturates") is not None else (rise is not None and rise > SATURATION_RISE)
+    saturated = (None if saturation is None else bool(s.get("saturates")) if s.get("saturates") is not None
+                 else (rise is not None and rise > SATURATION_RISE))
     values["saturates"] = saturated
     parts = []
     if saturation is None:
@@ -345,6 +346,10 @@ def sweep_finding(model: str, records: Sequence[SweepRecord | Record], saturatio
         parts.append("The collapse coincides with the saturation point, as the study reports." if _near(collapse, best_step, steps) else
                      "The collapse does not coincide with the saturation point.")
     caveats = ["One training run: a second seed (e.g. PolyPythias, arXiv 2503.09543) is needed to tell a systematic effect from noise."]
+    counted = integer(saturation.inputs.get("sweep_records")) if saturation is not None else None
+    if counted is not None and counted != len(records):
+        caveats.append(f"The saturation record was computed from {counted} checkpoint records; the sweep now has {len(records)}: "
+                       "re-run `lmsat saturation RUN_DIR` to update it.")
     if len(steps) < 8:
         caveats.append(f"Only {len(steps)} checkpoints: the steps of collapse and jump are known only to the spacing between checkpoints.")
     return Finding("saturation over training", INFO, " ".join(parts), numbers,

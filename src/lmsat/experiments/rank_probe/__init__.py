@@ -82,8 +82,6 @@ from lmsat.experiments.rank_probe.settings import (
     ProbeSettings,
     default_ranks,
     dev_windows,
-    parse_floats,
-    parse_ranks,
     split_windows,
 )
 
@@ -111,8 +109,6 @@ __all__ = [
     "lr_factor",
     "open_feature_cache",
     "own_head_reference",
-    "parse_floats",
-    "parse_ranks",
     "plan_models",
     "probe_rank",
     "rank_probe_table",

@@ -143,28 +143,6 @@ class ProbeSettings:
         return fingerprint(d)
 
 
-def parse_ranks(text: str) -> list[int]:
-    """``"8,16,32"`` -> [8, 16, 32] (sorted, unique); a clear error for anything else."""
-    ranks = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            ranks.append(int(part))
-        except ValueError:
-            raise UserError(f"--ranks must be comma-separated integers such as 8,16,32,64 (got '{text}').") from None
-    if not ranks:
-        raise UserError("--ranks is empty; give ranks such as 8,16,32,64.")
-    return sorted(set(ranks))
-
-
-def parse_floats(text: str, option: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in str(text).replace(" ", "").split(",") if p)
-    except ValueError:
-        raise UserError(f"{option} must be comma-separated numbers such as 1e-3,3e-3,1e-2 (got '{text}').") from None
-
-
 def default_ranks(hidden_size: int, start: int = 8) -> list[int]:
     """Powers of two from ``start`` below d (the full-rank reference row covers r = d)."""
     ranks, r = [], start
