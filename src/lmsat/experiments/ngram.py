@@ -44,7 +44,7 @@ from lmsat.measure.ngram import (
 from lmsat.measure.sparse_spectrum import METHODS, dimension_bounds, head_error_bound, sparse_singular_values, spectrum_dimensions
 from lmsat.measure.spectrum import dimension_for_w_error, w_error_curve
 from lmsat import progress
-from lmsat.store import Record, Store, fingerprint, record_name, slugify
+from lmsat.store import Record, Store, fingerprint, record_name
 
 KIND = NgramRecord.KIND
 COUNTS_KIND = NgramCountsRecord.KIND

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from lmsat.errors import UserError
 from lmsat.executor import ONE_CPU, Executor, Resources, task_resources
 from lmsat.experiments.sweep import (
     KIND,
