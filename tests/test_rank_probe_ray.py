@@ -7,6 +7,7 @@ import pytest
 import torch
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # ray.init + a tiny Llama probe twice: 272 s at load 10-11 on the 2-core sandbox
 
 from test_rank_probe_cli import ARGS  # noqa: E402
 
