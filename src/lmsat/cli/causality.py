@@ -38,7 +38,8 @@ def causality(
     Example: lmsat causality runs/polypythias (after lmsat sweep --suite polypythias --sizes 14m,70m --seeds 1-9 -o runs/polypythias).
     """
     from lmsat.experiments.causality import Thresholds
-    from lmsat.figures.causality import run_and_draw
+    from lmsat.experiments.causality import run_causality
+    from lmsat.figures.outputs import refresh_causality
     from lmsat.report.causality import cooccurrence_frame, group_frame, lead_lag_frame
 
     t = Thresholds(max_rise=max_rise, min_entropy_rise=min_entropy_rise, rank_drop=rank_drop, min_anisotropy_rise=min_anisotropy_rise,
@@ -59,7 +60,8 @@ def causality(
     v.check_range("--from-step", from_step, 0)
     v.check_range("--level", level, 0, 1, inclusive="neither")
     v.check_range("--n-boot", n_boot, 1)
-    record, fig = run_and_draw(run_dirs, out, t)
+    record = run_causality(run_dirs, out, t)
+    fig = refresh_causality(out).figures[0]
     from lmsat.kinds.causality import CausalityRecord
 
     res = CausalityRecord.from_record(record).results()

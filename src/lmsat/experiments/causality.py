@@ -32,7 +32,6 @@ record (key ``analysis``) that ``lmsat report`` renders; docs/causality.md expla
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from lmsat import __version__
 from lmsat.errors import UserError
 from lmsat.kinds.causality import CausalityRecord
 from lmsat.kinds.seeds import spread
+from lmsat.kinds.seeds import split_seed as split_name_seed
 from lmsat.measure.saturation import best_final_rise
 from lmsat.measure.onsets import bootstrap_mean_ci, detrended_correlation, fall_onset, loss_rise_onset, pearson_ci, rise_onset
 from lmsat.store import Record, Store, atomic_write_csv
@@ -53,8 +53,6 @@ KIND = CausalityRecord.KIND
 KEY = "analysis"
 #: Settings of a `train` record that name a seed (grouped over, never part of a group's label).
 SEED_SETTINGS = ("seed", "data_seed", "weight_seed")
-_SEED_SUFFIX = re.compile(r"^(?P<base>.+?)-seed(?P<seed>\d+)$")
-_TRAIN_SEEDS = re.compile(r"-(?:weight-|data-)?seed\d+(?=-|$)")
 #: The collapse measures whose lead/lag against the loss rise is reported, in this order.
 SIGNS = {"rank": "rank_onset", "entropy": "entropy_onset", "anisotropy": "anisotropy_onset"}
 
@@ -112,9 +110,10 @@ class Run:
 
 
 def split_seed(name: str) -> tuple[str, int | None]:
-    """``pythia-70m-seed3`` -> (``pythia-70m``, 3); a name without ``-seedN`` -> (name, None)."""
-    m = _SEED_SUFFIX.match(name)
-    return (m.group("base"), int(m.group("seed"))) if m else (name, None)
+    """``pythia-70m-seed3`` -> (``pythia-70m``, 3); a name without a seed suffix -> (name, None)
+    (the one suffix rule, :data:`lmsat.loading.checkpoints.SEED_SUFFIX`; the last seed of several)."""
+    base, seeds = split_name_seed(name)
+    return base, (int(seeds.split("/")[-1]) if seeds else None)
 
 
 def train_runs(run_dir: Path, records: Sequence[Record]) -> list[Run]:
@@ -135,7 +134,7 @@ def train_runs(run_dir: Path, records: Sequence[Record]) -> list[Run]:
         settings["data"] = _corpus_name(rec.inputs.get("data", {}))
         name = str(rec.inputs.get("model", rec.key))
         out.append(Run(
-            run_dir=str(run_dir), model=name, group=_TRAIN_SEEDS.sub("", name),
+            run_dir=str(run_dir), model=name, group=split_name_seed(name)[0],
             seed=seed, hidden_size=rec.results.get("hidden_size"), source="train",
             steps=np.asarray(arrays["checkpoint_steps"], dtype=np.int64), loss=np.asarray(arrays["eval_loss"], dtype=np.float64),
             singular_entropy=np.array([singular_entropy(s) for s in sv]), effective_rank=np.array([effective_rank(s) for s in sv]),
@@ -242,14 +241,14 @@ def _label_train_groups(runs: list[Run]) -> None:
     chosen: list[str] = []
 
     def parts(r: Run, ks: list[str]) -> tuple[str, ...]:  # the name already tells apart what it encodes (head, mos4, specreg1)
-        return (_TRAIN_SEEDS.sub("", r.model), *(repr(r.settings.get(k)) for k in ks))
+        return (split_name_seed(r.model)[0], *(repr(r.settings.get(k)) for k in ks))
 
     for k in keys:
         if len({parts(r, chosen + [k]) for r in runs}) > len({parts(r, chosen) for r in runs}):
             chosen.append(k)
     for r in runs:
         label = [f"{_short(k)}={r.settings.get(k)}" for k in chosen]
-        r.group = _TRAIN_SEEDS.sub("", r.model) + (" " + " ".join(label) if label else "")
+        r.group = split_name_seed(r.model)[0] + (" " + " ".join(label) if label else "")
 
 
 _SHORT = {"batch_size": "batch", "weight_decay": "wd", "learning_rate": "lr", "data": "data"}
@@ -286,7 +285,7 @@ def run_row(run: Run, t: Thresholds) -> dict[str, Any]:
     row["final_effective_rank"] = float(final_rank)
     d = run.hidden_size
     row["final_rank_fraction"] = float(final_rank / d) if d else math.nan
-    row["low_rank"] = bool(row["final_rank_fraction"] < t.low_rank) if d else None
+    row["low_rank"] = bool(row["final_rank_fraction"] < t.low_rank) if math.isfinite(row["final_rank_fraction"]) else None
     lin = run.effective_rank_linear
     lin_ok = rank_ok & np.isfinite(lin) if lin is not None else None
     final_lin = float(lin[lin_ok][-1]) if lin is not None and lin_ok.any() else math.nan
@@ -443,7 +442,7 @@ def verdict(summary: dict[str, Any], rank_lag: dict[str, Any], co: dict[str, dic
 def run_causality(run_dirs: Sequence[str | Path], output: str | Path | None = None, thresholds: Thresholds = Thresholds()) -> Record:
     """Read the runs, analyse, store one ``causality`` record in ``output`` (default: the first run
     directory) and write ``causality_runs.csv`` and ``causality_groups.csv`` beside it (the figure:
-    :func:`lmsat.figures.causality.run_and_draw`, which the CLI calls)."""
+    :func:`lmsat.figures.outputs.refresh_causality`, which the CLI calls)."""
     thresholds.validate()
     runs = read_runs(run_dirs)
     out = Path(output) if output is not None else Path(run_dirs[0])

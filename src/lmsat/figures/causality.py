@@ -59,14 +59,3 @@ def plot_causality(results: dict[str, Any], path: str | Path) -> Path:
     if not shown:
         right.text(0.5, 0.5, "no run has both a loss rise\nand a rank collapse", transform=right.transAxes, ha="center", va="center")
     return save(fig, path)
-
-
-def run_and_draw(run_dirs: Any, output: str | Path, thresholds: Any) -> tuple[Any, Path]:
-    """``lmsat causality`` as a library call: :func:`lmsat.experiments.causality.run_causality` (record and CSV tables),
-    then ``OUTPUT/figures/causality.png`` from the stored record. Returns (record, figure path)."""
-    from lmsat.experiments.causality import run_causality
-
-    record = run_causality(run_dirs, output, thresholds)
-    from lmsat.kinds.causality import CausalityRecord
-
-    return record, plot_causality(CausalityRecord.from_record(record).results(), Path(output) / "figures" / "causality.png")

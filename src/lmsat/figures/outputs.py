@@ -106,3 +106,15 @@ def refresh_downstream(run_dir: str | os.PathLike[str]) -> Outputs:
     frame = downstream_kind.frame(downstream_kind.DownstreamTableRecord.load(Store(run_dir)))
     atomic_write_csv(run_dir / "downstream.csv", frame)
     return Outputs(frame, run_dir / "downstream.csv")
+
+
+def refresh_causality(output: str | os.PathLike[str]) -> Outputs:
+    """``figures/causality.png`` from the stored ``causality`` record of ``output`` (lmsat causality writes the
+    record and its CSV tables, ``causality_runs.csv`` and ``causality_groups.csv``)."""
+    from lmsat.figures.causality import plot_causality
+    from lmsat.kinds.causality import CausalityRecord
+
+    output = Path(output)
+    (record,) = CausalityRecord.load(Store(output))
+    figure = plot_causality(record.results(), output / "figures" / "causality.png")
+    return Outputs(pd.DataFrame(record.groups), output / "causality_groups.csv", [figure])

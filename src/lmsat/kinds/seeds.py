@@ -15,16 +15,14 @@ never as one line per run (docs/causality.md §"What is measured"). Pure functio
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-#: A seed suffix as lmsat names seeded models: PolyPythias' ``-seedN`` and lmsat train's
-#: ``-seedN`` / ``-weight-seedN`` / ``-data-seedN`` (followed by the end of the name or another ``-`` part).
-SEED_SUFFIX = re.compile(r"-(?:weight-|data-)?seed(\d+)(?=-|$)")
+from lmsat.loading.checkpoints import SEED_SUFFIX  # the one seed-suffix rule
+
 #: Inputs of a record that name a seed (grouped over, never part of a group's key).
 SEED_INPUTS = ("seed", "data_seed", "weight_seed", "model_seed")
 STATS = ("n", "mean", "sd", "min", "max")

@@ -61,7 +61,9 @@ TRAIN_CONFIG = "train_config.json"
 _PYTHIA_ID = re.compile(
     r"^EleutherAI/pythia-(?P<size>[0-9.]+[mb])(?P<deduped>-deduped)?(?:-(?:data-|weight-)?seed(?P<seed>\d+))?$", re.IGNORECASE
 )
-_SEED_NAME = re.compile(r"-(?:data-|weight-)?seed(?P<seed>\d+)$", re.IGNORECASE)
+#: The one seed-suffix rule: PolyPythias' ``-seedN`` and lmsat train's ``-seedN`` / ``-weight-seedN`` /
+#: ``-data-seedN``, followed by the end of the name or another ``-`` part (lmsat.kinds.seeds groups by it).
+SEED_SUFFIX = re.compile(r"-(?:weight-|data-)?seed(\d+)(?=-|$)", re.IGNORECASE)
 _STEP_NAME = re.compile(r"^(?:step[-_]?|checkpoint[-_])(?P<step>\d+)$", re.IGNORECASE)
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -118,8 +120,8 @@ def short_name(model: str) -> str:
 
 def model_seed(model: str) -> int | None:
     """The training seed in a hub name: ``EleutherAI/pythia-70m-seed3`` -> 3; None when the name has none."""
-    m = _SEED_NAME.search(str(model).rstrip("/"))
-    return int(m.group("seed")) if m else None
+    seeds = SEED_SUFFIX.findall(str(model).rstrip("/"))
+    return int(seeds[-1]) if seeds else None
 
 
 def suite_models(suite: str, sizes: str | Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> list[str]:
