@@ -5,7 +5,7 @@
 # R = 32, 200k training tokens, seed 0; models of 1 layer, 2 attention heads, sequences of 32,
 # batches of 16, lr 3e-3, warm-up 30, cosine; held-out 4096 tokens. Heads softmax, mos:4,
 # sigsoftmax, mlp (and mos:32 on the probabilities family); d = HIDDEN; seeds SEEDS.
-# Every (family, head, seed) is one `lmsat train` folder; a re-run resumes (finished models skipped).
+# HEADS="softmax mos:4" limits the heads. Every (family, head, seed) is one `lmsat train` folder; a re-run resumes (finished models skipped).
 #
 # Usage: scripts/ground_truth_heads.sh OUT_DIR [STEPS] [HIDDEN] [SEEDS] [FAMILIES]
 #        (defaults: 300, "8,16,32", "0", "low-rank-logits low-rank-probs")
@@ -22,8 +22,8 @@ for fam in $FAMILIES; do
   if ! ls "$OUT/lang-$fam"/synth/language*.json >/dev/null 2>&1; then
     lmsat synth -o "$OUT/lang-$fam" --family "$fam" --vocab 256 --contexts 256 --rank 32 -n 200000 --heldout-tokens 8192
   fi
-  heads="softmax mos:4 sigsoftmax mlp"
-  [ "$fam" = low-rank-probs ] && heads="$heads mos:32"
+  heads=${HEADS:-"softmax mos:4 sigsoftmax mlp"}
+  [ "$fam" = low-rank-probs ] && [ -z "${HEADS:-}" ] && heads="$heads mos:32"
   for seed in $SEEDS; do
     for head in $heads; do
       lmsat train --data "$OUT/lang-$fam/corpus" --tokenizer "$OUT/lang-$fam/tokenizer" \
