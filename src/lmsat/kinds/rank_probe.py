@@ -36,6 +36,7 @@ class RankProbeRecord(ModelRecord):
     w_error: float | None = UNSET
     dev_loss: float | None = UNSET
     dev_accuracy: float | None = UNSET
+    dev_tokens: int | None = UNSET  # held-out tokens of the learning-rate search's dev split
     train_loss: float | None = UNSET
     diverged: bool = UNSET
     steps: int = UNSET
