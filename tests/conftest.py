@@ -120,3 +120,14 @@ def tiny_llama(tmp_path_factory, smollm2_hf) -> Path:
 def files_under(path: Path) -> list[Path]:
     """Every file below ``path`` (empty if it does not exist): for 'no partial results' checks."""
     return sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else []
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One real local Ray instance (2 CPUs) per test module: its GCS address (ray.init takes ~10 s)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()

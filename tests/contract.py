@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from conftest import files_under
+from tests.conftest import files_under
 
 
 def snapshot(*paths: Path) -> dict[Path, bytes]:

@@ -201,7 +201,7 @@ def test_token_sample_damaged_is_rebuilt_identically(tmp_path, capsys, brown_dir
 
 def test_head_of_two_models_whose_names_slugify_alike(tmp_path, cli, smollm2_hf):
     """`lmsat head 'coll/a b' 'coll/a_b'`: two models, two records, each with its own numbers."""
-    from conftest import _save_tiny
+    from tests.conftest import _save_tiny
     from lmsat.loading.models import parse_model_arg, load_model, lm_head_weight
     from lmsat.measure.spectrum import singular_values
 
@@ -220,7 +220,7 @@ def test_head_of_two_models_whose_names_slugify_alike(tmp_path, cli, smollm2_hf)
     assert recs[str(b)].inputs["hidden_size"] == 48
 
 
-from test_sweep import sweep_args, tiny_suite, word_tokenizer  # noqa: E402,F401  (module fixtures)
+from tests.experiments.test_sweep import sweep_args, tiny_suite, word_tokenizer  # noqa: E402,F401  (module fixtures)
 
 
 def test_sweep_of_two_models_whose_names_slugify_alike_keeps_every_checkpoint(cli, tiny_suite, brown_dir, tmp_path):
@@ -247,7 +247,7 @@ def test_sweep_of_two_models_whose_names_slugify_alike_keeps_every_checkpoint(cl
 def test_a_model_retrained_in_the_same_folder_is_measured_again(tmp_path, cli, smollm2_hf):
     """`lmsat head FOLDER`, new weights saved into FOLDER, `lmsat head FOLDER` again: the record follows the new
     weights (with one warning), not the stale ones; an unchanged folder is not measured twice."""
-    from conftest import _save_tiny
+    from tests.conftest import _save_tiny
     from lmsat.loading.models import lm_head_weight, load_model, parse_model_arg
     from lmsat.measure.spectrum import singular_values
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_report import close, html_report, raw_records, report_runs  # noqa: F401 (fixtures)
+from tests.report.test_report import close, html_report, raw_records, report_runs  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

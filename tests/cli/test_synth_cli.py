@@ -11,7 +11,7 @@ import pytest
 from lmsat.experiments.synth import language_record
 from lmsat.synth.generator import LanguageSpec, contexts_of_chains, generate, make_language
 
-from conftest import files_under
+from tests.conftest import files_under
 
 SMALL = ["--vocab", 16, "--contexts", 16, "--rank", 4, "--order", 2, "-n", 20_000, "--heldout-tokens", 4096, "--doc-tokens", 32]
 

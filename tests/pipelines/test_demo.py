@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from test_report import parse
+from tests.report.test_report import parse
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_other_settings_in_the_same_folder_are_refused(demo_run, cli, tmp_path):
 
 def test_demo_report_opens_cleanly_in_chromium(demo_run):
     """The demo's own report (every section from real records) in Debian's headless chromium."""
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, ensure_browser
+    from tests.report.test_browser import CHROMIUM, CHROMIUM_ARGS, ensure_browser
 
     ensure_browser()
     from playwright.sync_api import sync_playwright

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import files_under
-from contract import assert_user_error, snapshot
+from tests.conftest import files_under
+from tests.contract import assert_user_error, snapshot
 
 WORDS = ("the of and to a in that is was he for it with as his on be at by had not are but from or have an they which one "
          "you were her all she there would their we him been has when who will more no if out so said what up its about").split()

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import files_under
-from contract import assert_user_error
+from tests.conftest import files_under
+from tests.contract import assert_user_error
 from lmsat.store import record_name
 
 SEQ_LEN = 32
@@ -353,7 +353,7 @@ def test_pythia_suite_sweep_through_the_hub_code_path_from_a_local_hub_cache(cli
     published branches that are missing: the other seven are recorded as failed and the sweep completes."""
     from huggingface_hub import constants
 
-    from test_checkpoints import fake_hub_cache
+    from tests.loading.test_checkpoints import fake_hub_cache
 
     cache = tmp_path / "hub"
     branches = {"step0": "step0", "step1": "step3", "step2": "step6", "step4": "step9", "main": "step15"}

@@ -18,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from test_downstream import brown_tasks, suite  # noqa: F401  (module fixtures)
+from tests.experiments.test_downstream import brown_tasks, suite  # noqa: F401  (module fixtures)
 
 from lmsat.store import Store
 
@@ -28,13 +28,6 @@ TRAIN = ["--layers", 1, "--heads", 2, "--steps", 24, "--batch-size", 8, "--seq-l
 TIMES = {"wall_time_s", "train_seconds", "elapsed_s", "duration_s", "seconds", "tokens_per_second"}
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture

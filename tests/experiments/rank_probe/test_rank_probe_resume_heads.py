@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from test_rank_probe_cli import SETTINGS, _counter, _run
+from tests.cli.test_rank_probe_cli import SETTINGS, _counter, _run
 
 from lmsat.experiments import rank_probe as rp
 from lmsat.experiments.rank_probe import run as rp_run

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import files_under
+from tests.conftest import files_under
 from lmsat.experiments.saturation import checkpoint_table, jump_step, saturation_point, saturation_table
 from lmsat.experiments.scaling import STUDY_A, STUDY_ALPHA, chinchilla_loss
 from lmsat.store import Store

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contract import assert_user_error
+from tests.contract import assert_user_error
 
 TASK_SEQ = 64  # tokens per training sequence
 PPL_DOCS = 6

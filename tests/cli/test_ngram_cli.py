@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import files_under
-from contract import assert_user_error
+from tests.conftest import files_under
+from tests.contract import assert_user_error
 
 
 @pytest.fixture

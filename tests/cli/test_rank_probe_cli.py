@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from transformers.models.llama.modeling_llama import LlamaForCausalLM
 
-from conftest import files_under
+from tests.conftest import files_under
 from lmsat.experiments import rank_probe as rp
 from lmsat.experiments.rank_probe import run as rp_run  # where probe_rank looks up train_head
 from lmsat.loading.corpus import CorpusSpec, iter_documents
@@ -234,7 +234,7 @@ def test_a_run_directory_refuses_probes_of_the_same_model_on_another_corpus(cli,
     other text is refused (one line, exit 2, nothing written) instead of returning the first corpus's losses."""
     import shutil
 
-    from contract import assert_user_error, snapshot
+    from tests.contract import assert_user_error, snapshot
 
     out = tmp_path / "run"
     shutil.copytree(clean_run, out)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import files_under
+from tests.conftest import files_under
 from transformers import AutoModelForCausalLM
 
 from lmsat.measure.anisotropy import anisotropy_pairwise

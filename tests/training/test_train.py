@@ -13,7 +13,7 @@ from lmsat.store import Store
 from lmsat.synth.truth import language_record
 from lmsat.training.train import TrainConfig, batch_indices, checkpoint_steps, lr_at, read_metrics
 
-from conftest import files_under
+from tests.conftest import files_under
 
 # A tiny low-rank-logits language: V = C = 64, R = 16, entropy ~2.66 nats (ln 64 = 4.16).
 LANGUAGE = ["--vocab", 64, "--contexts", 64, "--rank", 16, "--temperature", 0.5, "-n", 160_000, "--heldout-tokens", 4096]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contract import assert_user_error
+from tests.contract import assert_user_error
 from lmsat.kinds import anisotropy as kinds_anisotropy
 from lmsat.kinds import head as kinds_head
 from lmsat.kinds import rank_probe as kinds_rank_probe

@@ -9,20 +9,12 @@ import torch
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # ray.init + a tiny Llama probe twice: 272 s at load 10-11 on the 2-core sandbox
 
-from test_rank_probe_cli import ARGS  # noqa: E402
+from tests.cli.test_rank_probe_cli import ARGS  # noqa: E402
 
 from lmsat.experiments import rank_probe as rp  # noqa: E402
 from lmsat.store import Store  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance for the module: its GCS address."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 def stored(out) -> dict[tuple[str, str], tuple[dict, dict, dict]]:

@@ -21,7 +21,7 @@ import pytest
 from lmsat.pipelines.diagnose import Budget, probe_ranks, run_diagnose, verdict_of
 from lmsat.store import Store
 
-from conftest import files_under
+from tests.conftest import files_under
 
 RANK = 16
 LANGUAGE = ["--vocab", 64, "--contexts", 64, "--rank", RANK, "--temperature", 0.5, "-n", 60_000, "--heldout-tokens", 2048]

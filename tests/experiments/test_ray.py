@@ -20,21 +20,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from test_sweep import SEQ_LEN, TOKENS, word_tokenizer, write_suite  # noqa: F401  (word_tokenizer: a fixture)
+from tests.experiments.test_sweep import SEQ_LEN, TOKENS, word_tokenizer, write_suite  # noqa: F401  (word_tokenizer: a fixture)
 
 from lmsat.store import Store
 
 REVISIONS = "0,6,9,15,18"  # five tasks: three plain, one that fails to load, one copy
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray instance for the module (ray.init takes ~10 s): its GCS address."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

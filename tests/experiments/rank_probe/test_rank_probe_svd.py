@@ -13,7 +13,7 @@ from lmsat.experiments.rank_probe.truncation import OwnHeadFactors, truncation_c
 from lmsat.nn.beyond import svd_factors
 from lmsat.store import Store
 
-from test_rank_probe import _synthetic_cache
+from tests.experiments.rank_probe.test_rank_probe import _synthetic_cache
 
 
 @pytest.fixture(scope="module")
