@@ -328,3 +328,22 @@ def test_duplicate_rule_repairs_what_one_process_could_not_see(tmp_path):
     flags = {r.inputs["step"]: r.results["duplicate_of"] for r in store.records("sweep")}
     assert flags == {100: None, 200: "m@step100", 300: "m@step100", 400: None, 500: None}
     assert normalise_duplicates(store) == 0  # idempotent
+
+
+def test_readers_skip_a_damaged_record_with_a_warning_and_leave_it_for_its_writer(tmp_path, capsys):
+    """A reader (the report, saturation, figures: Store(readonly=True)) never moves a damaged record; it warns and
+    skips it, and says when a writer set records aside, so a checkpoint missing from a table is never silent."""
+    store = Store(tmp_path)
+    for step in (10, 20):
+        store.put("sweep", f"m@step{step}", {"model": "m", "step": step}, {"status": "ok", "cross_entropy": 3.0})
+    bad = store.record_path("sweep", "m@step20")
+    bad.write_text('{"schema": 1, "garbage": true')
+    reader = Store(tmp_path, readonly=True)
+    assert [r.key for r in reader.records("sweep")] == ["m@step10"]
+    err = capsys.readouterr().err
+    assert bad.exists() and "skipped and left in place" in err and str(bad) in err
+    assert [r.key for r in store.records("sweep")] == ["m@step10"]  # a writer moves it aside (and redoes the unit)
+    assert not bad.exists() and bad.with_name(bad.name + ".corrupt").exists()
+    capsys.readouterr()
+    reader.records("sweep")
+    assert "1 damaged sweep record(s) were set aside" in capsys.readouterr().err

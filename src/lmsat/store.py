@@ -201,8 +201,11 @@ class Record:
 class Store:
     """A run directory of atomic records (see module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], readonly: bool = False) -> None:
+        """``readonly``: a reader's view (report, saturation, causality, figures): a damaged record is
+        skipped with one warning and left in place for the command that wrote it to redo, never moved."""
         self.root = Path(root)
+        self.readonly = readonly
 
     def kind_dir(self, kind: str) -> Path:
         return self.root / kind
@@ -297,6 +300,11 @@ class Store:
         if not folder.is_dir():
             return []
         by_key: dict[str, Record] = {}
+        if self.readonly:
+            aside = sorted(folder.glob("*.json.corrupt"))
+            if aside:
+                warn(f"{len(aside)} damaged {kind} record(s) were set aside in {folder} (*.corrupt, e.g. {aside[0].name}): "
+                     "their units are missing here until the command that wrote them runs again.")
         for p in sorted(folder.glob("*.json")):
             rec = self._read(p, kind)
             if rec is None:
@@ -332,6 +340,9 @@ class Store:
             problem = f"it cannot be read ({type(exc).__name__})"
         if problem is None:
             return rec
+        if self.readonly:
+            warn(f"{path} is damaged ({problem}); skipped and left in place: run the command that wrote it again to redo it.")
+            return None
         _move_aside(path, problem)
         return None
 

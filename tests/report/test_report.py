@@ -330,8 +330,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
     assert_user_error(r, tmp_path / "out", message)
 
 
-def test_a_corrupt_record_is_set_aside_with_one_warning(tmp_path, cli, report_runs):
-    """A truncated record is moved aside (lmsat.store) with one warning naming it; the report is written without it."""
+def test_a_corrupt_record_is_skipped_with_one_warning_and_left_in_place(tmp_path, cli, report_runs):
+    """A truncated record: one warning naming it, the report is written without it, and the file stays where it is
+    (the report only reads; the command that wrote the record moves it aside and redoes it)."""
     import shutil
 
     run = tmp_path / "run"
@@ -343,4 +344,5 @@ def test_a_corrupt_record_is_set_aside_with_one_warning(tmp_path, cli, report_ru
     assert r.code == 0, r.stderr
     warnings = [line for line in r.stderr.splitlines() if line.startswith("lmsat: warning:")]
     assert len(warnings) == 1 and victim.name in warnings[0] and "Traceback" not in r.stderr
-    assert out.is_file() and not victim.exists()
+    assert "left in place" in warnings[0]
+    assert out.is_file() and victim.exists() and not list((run / "sweep").glob("*.corrupt"))

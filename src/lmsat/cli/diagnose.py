@@ -33,7 +33,7 @@ def diagnose(
 
     Stages (each resumable; results are ordinary records in the run folder): the LM head's spectrum; anisotropy per layer; the corpus's n-gram dimension with the model's own tokenizer; a rank probe at d/2, d/4 (more with larger budgets) and at r = d on the frozen model, which also measures the model's own loss on the same held-out tokens; for a folder of stepN checkpoints (or --revisions) a sweep of every checkpoint and the saturation analysis. The verdict says whether d is binding and why, names every assumption, and recommends a head size with the loss the probe measured.
 
-    Budgets (SmolLM2-135M on Brown; measured costs in docs/report.md): quick, the default, is sized for 2 CPU cores; standard keeps more contexts, ranks and probe steps (about 30 min on CPU, minutes on a GPU); study uses the study's sample sizes, for a GPU.
+    Budgets (SmolLM2-135M on Brown; measured costs in docs/report.md): quick, the default, is sized for 2 CPU cores; standard keeps more contexts, ranks and probe steps (17 min measured on 2 CPU cores at load ~3, docs/report.md; minutes on a GPU); study uses the study's sample sizes, for a GPU.
 
     Example: lmsat diagnose ~/.cache/lmsat/smollm2-hf --data ~/.cache/lmsat/brown (writes lmsat-runs/diagnose-smollm2-hf/report.html).
     """

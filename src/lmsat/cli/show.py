@@ -11,6 +11,14 @@ from rich.table import Table
 out = Console()
 
 
+def _print_table(table: Table) -> None:
+    """A table at the terminal's width; off a terminal (a log file, a pipe) at its full width, so no number is cut."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=max(out.width, 1000)).print(table)  # the table keeps its natural width (not expanded)
+
+
 def say(message: str) -> None:
     out.print(message, highlight=False, soft_wrap=True)
 
@@ -30,7 +38,7 @@ def print_table(frame: Any, title: str | None = None, floats: int = 4) -> None:
         table.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
     for row in frame.itertuples(index=False):
         table.add_row(*(_fmt(v, floats) for v in row))
-    out.print(table)
+    _print_table(table)
 
 
 def print_transposed(frame: Any, label_columns: list[str], rows: dict[str, str], title: str | None = None, floats: int = 4) -> None:
@@ -43,4 +51,4 @@ def print_transposed(frame: Any, label_columns: list[str], rows: dict[str, str],
         table.add_column(label.split("/")[-1] if len(label) > 40 else label, justify="right")
     for name, col in rows.items():
         table.add_row(name, *(_fmt(rec[col], floats) for _, rec in frame.iterrows()))
-    out.print(table)
+    _print_table(table)

@@ -207,7 +207,7 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     for rd in map(Path, run_dirs):
         if not rd.is_dir():
             raise UserError(f"run directory '{rd}' does not exist; give folders written by lmsat sweep -o or lmsat train -o.")
-        store = Store(rd)
+        store = Store(rd, readonly=True)
         trained = train_runs(rd, store.records("train"))
         names = {r.model for r in trained}
         runs += trained + [r for r in sweep_runs(rd, sweep_records(rd) if (rd / "sweep").is_dir() else []) if r.model not in names]

@@ -714,7 +714,7 @@ def _evict(repo: str, revision: str, keep: set[str]) -> None:
 
 def sweep_records(output: str | Path) -> list[Record]:
     """Every sweep record of a run directory (a clear error when there are none)."""
-    records = Store(output).records(KIND)
+    records = Store(output, readonly=True).records(KIND)  # readers skip a damaged record with a warning; the sweep redoes it
     if not records:
         raise UserError(f"'{output}' holds no sweep records ({Path(output) / KIND}); run `lmsat sweep ... -o {output}` first.")
     return records

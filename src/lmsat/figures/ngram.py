@@ -99,7 +99,7 @@ def refresh_outputs(run_dir: str | Path) -> dict[str, Any]:
     Returns ``{"frame": the CSV's frame, "csv": its path, "figures": [W-error figure, spectrum figure]}``.
     """
     run_dir = Path(run_dir)
-    typed = NgramRecord.load(Store(run_dir))  # checks every record's schema
+    typed = NgramRecord.load(Store(run_dir, readonly=True))  # checks every record's schema
     table = frame(typed)
     atomic_write_csv(run_dir / "ngram.csv", table)
     records = [t.record for t in typed if t.record is not None]

@@ -32,7 +32,7 @@ def refresh_anisotropy(run_dir: str | os.PathLike[str]) -> Outputs:
     from lmsat.figures.models import plot_anisotropy_by_depth
 
     run_dir = Path(run_dir)
-    records = anisotropy_kind.AnisotropyRecord.load(Store(run_dir))
+    records = anisotropy_kind.AnisotropyRecord.load(Store(run_dir, readonly=True))
     frame = anisotropy_kind.frame(records)
     atomic_write_csv(run_dir / "anisotropy.csv", frame)
     return Outputs(frame, run_dir / "anisotropy.csv", [plot_anisotropy_by_depth(records, run_dir / "figures" / "anisotropy.png")])
@@ -43,7 +43,7 @@ def refresh_head(run_dir: str | os.PathLike[str]) -> Outputs:
     from lmsat.figures.models import plot_head_spectrum, plot_head_w_error
 
     run_dir = Path(run_dir)
-    records = head_kind.HeadRecord.load(Store(run_dir))
+    records = head_kind.HeadRecord.load(Store(run_dir, readonly=True))
     frame = head_kind.frame(records)
     atomic_write_csv(run_dir / "head.csv", frame)
     figures = [plot_head_spectrum(records, run_dir / "figures" / "head_spectrum.png"),
@@ -61,7 +61,7 @@ def refresh_sweep(run_dir: str | os.PathLike[str], fit: dict | None = None) -> O
     from lmsat.kinds.scaling_fit import ScalingFitRecord
 
     run_dir = Path(run_dir)
-    store = Store(run_dir)
+    store = Store(run_dir, readonly=True)
     records = sweep_kind.SweepRecord.load(store)
     if fit is None:
         stored = store.get(ScalingFitRecord.KIND, "fit")
@@ -78,7 +78,7 @@ def refresh_train(run_dir: str | os.PathLike[str]) -> Outputs:
     from lmsat.kinds import train as train_kind
 
     run_dir = Path(run_dir)
-    records = train_kind.TrainRecord.load(Store(run_dir))
+    records = train_kind.TrainRecord.load(Store(run_dir, readonly=True))
     frame = train_kind.frame(records)
     atomic_write_csv(run_dir / "training.csv", frame)
     figures = plot_family([r.record for r in records], run_dir / "figures") if records else []
@@ -91,7 +91,7 @@ def refresh_synth(language_dir: str | os.PathLike[str]) -> Outputs:
     from lmsat.kinds import synth as synth_kind
 
     language_dir = Path(language_dir)
-    records = synth_kind.SynthRecord.load(Store(language_dir))
+    records = synth_kind.SynthRecord.load(Store(language_dir, readonly=True))
     frame = synth_kind.frame(records)
     atomic_write_csv(language_dir / "synth.csv", frame)
     figures = [plot_true_spectra({str(r.family): r.record for r in records}, language_dir / "figures" / "true_spectra.png")] if records else []
@@ -103,7 +103,7 @@ def refresh_downstream(run_dir: str | os.PathLike[str]) -> Outputs:
     from lmsat.kinds import downstream as downstream_kind
 
     run_dir = Path(run_dir)
-    frame = downstream_kind.frame(downstream_kind.DownstreamTableRecord.load(Store(run_dir)))
+    frame = downstream_kind.frame(downstream_kind.DownstreamTableRecord.load(Store(run_dir, readonly=True)))
     atomic_write_csv(run_dir / "downstream.csv", frame)
     return Outputs(frame, run_dir / "downstream.csv")
 
@@ -115,6 +115,6 @@ def refresh_causality(output: str | os.PathLike[str]) -> Outputs:
     from lmsat.kinds.causality import CausalityRecord
 
     output = Path(output)
-    (record,) = CausalityRecord.load(Store(output))
+    (record,) = CausalityRecord.load(Store(output, readonly=True))
     figure = plot_causality(record.results(), output / "figures" / "causality.png")
     return Outputs(pd.DataFrame(record.groups), output / "causality_groups.csv", [figure])

@@ -175,7 +175,7 @@ def refresh_outputs(run_dir: str | Path) -> dict[str, Any]:
     Returns ``{"frame": the CSV's frame, "csv": its path, "figures": [Fig. 6, Fig. 8, Fig. 9 paths]}``.
     """
     run_dir = Path(run_dir)
-    store = Store(run_dir)
+    store = Store(run_dir, readonly=True)
     probes, refs = RankProbeRecord.load(store), RankProbeRefRecord.load(store)  # checks every record's schema
     frame = run_frame(refs + probes)
     atomic_write_csv(run_dir / "rank_probe.csv", frame)

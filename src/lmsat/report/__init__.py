@@ -83,7 +83,7 @@ def load_records(run_dirs: list[Path]) -> dict[str, list[Record]]:
     """Every record of every kind in the run directories, kind -> records (run-dir order, then key)."""
     out: dict[str, list[Record]] = {}
     for rd in run_dirs:
-        store = Store(rd)
+        store = Store(rd, readonly=True)  # the report reads: a damaged record is skipped with a warning, never moved
         for kind in record_kinds(rd):
             try:
                 out.setdefault(kind, []).extend(store.records(kind))
