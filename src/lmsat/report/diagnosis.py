@@ -381,6 +381,8 @@ def rank_probe_finding(d: int, probes: Sequence[RankProbeRecord | Record], refs:
         ref_loss = rec.validation_loss
         if ref_loss is not None:
             full_label = "model's own head" if rec.head == "own" else "full-rank head"
+            if rec.head != "own" and number(rec.lr) == 0:  # the search kept the SVD start: it is the own head, untrained
+                full_label = "full-rank head (untrained: its SVD start, the model's own head, beat every rate)"
             break
     if ref_loss is None:  # the largest probed rank stands in for full rank
         ref_loss, full_label = points[-1][1], f"largest probed rank r = {points[-1][0]}"
