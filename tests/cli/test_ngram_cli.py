@@ -106,7 +106,7 @@ def test_past_the_dense_limit_every_dim_has_an_estimate_and_interval(cli, tmp_pa
     from lmsat.measure.spectrum import dimension_for_w_error
     from lmsat.store import Store
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_ngram_scale import text_like_stream
 
     vocab = 3_000

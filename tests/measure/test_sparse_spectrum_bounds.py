@@ -78,7 +78,7 @@ def _text_like_matrix(tokens: int, seed: int = 0) -> sp.csr_matrix:
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_ngram_scale import text_like_stream
 
     from lmsat.measure.ngram import count_ngrams, next_token_matrix
