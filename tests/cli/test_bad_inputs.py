@@ -337,6 +337,11 @@ CASES += [
     C("causality-rank-drop-2", *CAUS, "--rank-drop", "2", expect="--rank-drop must be in (0, 1) (got 2)"),
     C("causality-level-1", *CAUS, "--level", "1", expect="--level must be in (0, 1) (got 1)"),
     C("causality-n-boot-0", *CAUS, "--n-boot", "0", expect="--n-boot must be >= 1 (got 0)"),
+    C("causality-low-rank-linear-1", *CAUS, "--low-rank-linear", "1", expect="--low-rank-linear must be in (0, 1) (got 1)"),
+    # Ray task resources without --ray (train, downstream, rank-probe: the shared grid executor options)
+    C("train-cpus-per-task-without-ray", *TRAIN, "--cpus-per-task", "2", expect="--cpus-per-task apply to Ray tasks"),
+    C("downstream-gpus-per-task-without-ray", *DOWN, "--gpus-per-task", "1", expect="--cpus-per-task apply to Ray tasks"),
+    C("rank-probe-cpus-per-task-without-ray", *PROBE, "--cpus-per-task", "2", expect="--cpus-per-task apply to Ray tasks"),
     C("causality-no-records", *CAUS, expect="no sweep or train records"),
 ]
 # downstream, report, demo, fetch-assets, the app itself
